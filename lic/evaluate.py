@@ -1,0 +1,215 @@
+"""The one evaluation path: quality, real bitstreams, latency, size and MACs of any codec that
+keeps CompressAI's contract (``forward``, ``compress``, ``decompress``, ``update``).
+
+Results are returned per image and as means, and can be written in CompressAI's ``eval_model``
+JSON layout so they plot next to the published curves.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from pytorch_msssim import ms_ssim as _ms_ssim
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm.auto import tqdm
+
+from .data import crop_back, pad_to, to_tensor
+
+PAD = 64          # every architecture here downsamples by 64 (g_a x16, h_a x4)
+MIN_SIZE = 64
+# Decoded image vs forward reconstruction: below this PSNR (dB) the bitstream is broken (a stale
+# entropy table gives ~10 dB). Models with an autoregressive context (mbt2018, cheng2020) get a
+# looser bound: CompressAI's forward rounds y, while their bitstream codes round(y - mean) + mean,
+# so the two legitimately differ (27-35 dB seen on barely trained smoke models).
+MATCH_DB = 40.0
+MATCH_DB_CONTEXT = 20.0
+
+
+def quantize8(x: torch.Tensor) -> torch.Tensor:
+    """[0,1] float -> the 8-bit image a decoder would write, back as float in [0, 255]."""
+    return torch.round(x.clamp(0, 1) * 255.0)
+
+
+def psnr(a, b) -> float:
+    """PSNR in dB of 8-bit images given as [0,1] tensors (rounded to 8 bit) or uint8 arrays."""
+    a, b = (torch.as_tensor(np.asarray(v), dtype=torch.float64) if not torch.is_tensor(v)
+            else quantize8(v).double() for v in (a, b))
+    mse = torch.mean((a - b) ** 2).item()
+    return float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+
+
+def ms_ssim(a: torch.Tensor, b: torch.Tensor) -> float:
+    """MS-SSIM of two NCHW [0,1] images after 8-bit rounding (short side must exceed 160 px)."""
+    if min(a.shape[-2:]) <= 160:
+        raise ValueError(f"MS-SSIM needs both sides > 160 px, got {tuple(a.shape[-2:])}")
+    return _ms_ssim(quantize8(a).float(), quantize8(b).float(), data_range=255.0).item()
+
+
+def bpp_from_likelihoods(likelihoods: dict, num_pixels: int) -> float:
+    return sum(torch.log2(lik.double()).sum().item() for lik in likelihoods.values()) / -num_pixels
+
+
+def bitstream_bytes(strings) -> int:
+    return sum(len(s) for group in strings for s in group)
+
+
+def _median_time(fn, repeats):
+    times, out = [], None
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+@torch.no_grad()
+def evaluate_image(model, img8: np.ndarray, real=True, repeats=1, msssim=True) -> dict:
+    """Evaluate one HxWx3 uint8 image. ``model`` must be in eval mode with ``update()`` done."""
+    x = to_tensor(img8)
+    h, w = x.shape[-2:]
+    xp, size = pad_to(x, PAD, MIN_SIZE)
+    out = model(xp)
+    x_hat = crop_back(out["x_hat"], size).clamp(0, 1)
+    row = {"height": h, "width": w, "bpp_est": bpp_from_likelihoods(out["likelihoods"], h * w),
+           "psnr_forward": psnr(x_hat, x)}
+    if real:
+        model(xp)  # warm-up of the same shapes
+        enc_s, enc = _median_time(lambda: model.compress(xp), repeats)
+        dec_s, dec = _median_time(lambda: model.decompress(enc["strings"], enc["shape"]), repeats)
+        x_dec = crop_back(dec["x_hat"], size).clamp(0, 1)
+        match = psnr(x_dec, x_hat)
+        bound = MATCH_DB_CONTEXT if hasattr(model, "context_prediction") else MATCH_DB
+        if match < bound:
+            raise RuntimeError(f"decoded image differs from the forward reconstruction "
+                               f"({match:.1f} dB < {bound} dB): broken bitstream or entropy "
+                               "tables not updated (call model.update(force=True))")
+        row.update(bpp=8 * bitstream_bytes(enc["strings"]) / (h * w), psnr=psnr(x_dec, x),
+                   decode_vs_forward_db=match, encode_ms=1e3 * enc_s, decode_ms=1e3 * dec_s)
+    else:
+        x_dec = x_hat
+        row.update(bpp=row["bpp_est"], psnr=row["psnr_forward"])
+    if msssim:
+        row["ms_ssim"] = ms_ssim(x_dec, x)
+    return row
+
+
+def evaluate(model, images, real=True, repeats=1, progress=True, desc="evaluate") -> dict:
+    """Evaluate ``model`` on ``images`` [(name, HxWx3 uint8)]: {'mean': {...}, 'images': [...]}.
+
+    Real bitstreams: entropy tables are rebuilt with ``update(force=True)``; each image is
+    compressed and decompressed, the decoded image must match the forward reconstruction, and
+    encode/decode latency is the median of ``repeats`` runs after a warm-up.
+    """
+    if not images:
+        raise ValueError("no test images given")
+    model.eval()
+    if real:
+        model.update(force=True)
+    rows = []
+    for name, img in tqdm(images, desc=desc, disable=not progress, leave=False):
+        rows.append({"image": name, **evaluate_image(model, img, real, repeats)})
+    keys = [k for k in rows[0] if k != "image"]
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+    mean["threads"] = torch.get_num_threads()
+    return {"mean": mean, "images": rows}
+
+
+def parameter_count(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def serialized_bytes(module, half=False) -> int:
+    """Bytes of ``torch.save(state_dict)`` (optionally with floating tensors in fp16)."""
+    state = module.state_dict()
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.tell()
+
+
+@torch.no_grad()
+def macs(module, *inputs) -> int:
+    """Multiply–accumulates of ``module(*inputs)``: FlopCounterMode's FLOPs ÷ 2.
+
+    Counts convolutions, transposed convolutions (by input size) and GDN's 1x1 convolution;
+    element-wise operations and biases are not counted.
+    """
+    with FlopCounterMode(display=False) as counter:
+        module(*inputs)
+    return counter.get_total_flops() // 2
+
+
+def model_macs(model, height=512, width=768) -> int:
+    """MACs of one forward pass of a codec on an RGB image of ``height`` x ``width``."""
+    model.eval()
+    return macs(model, torch.zeros(1, 3, height, width))
+
+
+def bd(anchor: dict, test: dict, min_overlap=0.75) -> dict:
+    """BD-rate (%) and BD-PSNR (dB) of ``test`` against ``anchor``, each {'bpp': [], 'psnr': []}.
+
+    Uses the ``bjontegaard`` package (Akima interpolation, pchip for fewer than 4 points) over the
+    overlapping range. Returns NaN, with the overlap fraction, when the curves overlap less than
+    ``min_overlap`` (the package's 75 % default).
+    """
+    import warnings
+
+    import bjontegaard as bjt
+
+    ra, da = _sorted(anchor)
+    rt, dt = _sorted(test)
+    if min(len(ra), len(rt)) < 2:
+        raise ValueError("BD metrics need at least two rate–distortion points per curve")
+    overlap_d = _overlap(da, dt)
+    overlap_r = _overlap(np.log10(ra), np.log10(rt))
+    out = {"overlap_psnr": overlap_d, "overlap_rate": overlap_r, "bd_rate": float("nan"),
+           "bd_psnr": float("nan")}
+    method = "akima" if min(len(ra), len(rt)) >= 4 else "pchip"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if overlap_d >= min_overlap:
+            out["bd_rate"] = float(bjt.bd_rate(ra, da, rt, dt, method=method,
+                                               require_matching_points=False, min_overlap=0))
+        if overlap_r >= min_overlap:
+            out["bd_psnr"] = float(bjt.bd_psnr(ra, da, rt, dt, method=method,
+                                               require_matching_points=False, min_overlap=0))
+    out["method"] = method
+    return out
+
+
+def _sorted(curve):
+    r = np.asarray(curve["bpp"], dtype=float)
+    d = np.asarray(curve["psnr"], dtype=float)
+    order = np.argsort(r)
+    return r[order], d[order]
+
+
+def _overlap(a, b) -> float:
+    lo, hi = max(a.min(), b.min()), min(a.max(), b.max())
+    total = max(a.max(), b.max()) - min(a.min(), b.min())
+    return max(hi - lo, 0.0) / total if total > 0 else 0.0
+
+
+def to_compressai_json(name: str, points: list, description: str = "") -> dict:
+    """CompressAI's ``eval_model`` layout from a list of mean-result dicts (one per rate)."""
+    pick = lambda k: [p.get(k) for p in points]  # noqa: E731
+    results = {"psnr-rgb": pick("psnr"), "ms-ssim-rgb": pick("ms_ssim"), "bpp": pick("bpp")}
+    if all(p.get("encode_ms") is not None for p in points):
+        results["encoding_time"] = [p["encode_ms"] / 1e3 for p in points]
+        results["decoding_time"] = [p["decode_ms"] / 1e3 for p in points]
+    return {"name": name, "description": description, "results": results}
+
+
+def read_compressai_json(path) -> dict:
+    """{'name', 'bpp', 'psnr', 'ms_ssim'} from a CompressAI results file."""
+    d = json.loads(Path(path).read_text())
+    r = d["results"]
+    return {"name": d.get("name", Path(path).stem), "bpp": r["bpp"], "psnr": r["psnr-rgb"],
+            "ms_ssim": r.get("ms-ssim-rgb")}

@@ -1,0 +1,89 @@
+"""The three scales of the study, defined in one place.
+
+``smoke``  CI: tiny models, a few steps, two photographs shipped with scikit-image.
+``cpu``    the published book: our own N=64/M=96 models trained on BSDS500, tested on Kodak.
+``paper``  the papers' widths and CompressAI's pretrained weights (network and GPU advised).
+
+Every notebook takes ``scale`` as a papermill parameter and calls :func:`get_scale`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+ARCHS = ("bmshj2018-hyperprior", "mbt2018-mean", "mbt2018", "cheng2020-attn")
+
+# CompressAI qualities 1..8 and their MSE lambdas (compressai.zoo docs / training script).
+QUALITY_LAMBDAS = {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.0130, 5: 0.0250, 6: 0.0483, 7: 0.0932, 8: 0.1800}
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Everything that changes between smoke, cpu and paper runs."""
+
+    name: str
+    N: int                      # main-path / hyper width (CompressAI's N)
+    M: int                      # latent width (CompressAI's M); cheng2020 uses N for both
+    lambdas: tuple              # rate-distortion trade-offs, ascending
+    train_set: str              # "skimage" | "bsds500"
+    test_set: str               # "skimage" | "kodak"
+    crop: int                   # training crop (square)
+    batch: int
+    steps: int                  # steps from scratch (the middle lambda)
+    finetune_steps: int         # steps for the other lambdas, started from the middle one
+    lr: float = 5e-4
+    lr_final: float = 5e-5      # cosine decay floor
+    aux_lr: float = 1e-3
+    clip: float = 1.0
+    late_crop: int = 0          # larger crop for the last ``late_frac`` of steps (0 = off)
+    late_frac: float = 0.0
+    eval_every: int = 0         # learning-curve evaluation period (0 = only at the end)
+    checkpoint_every: int = 500
+    test_limit: int = 0         # use only the first k test images (0 = all)
+    timing_repeats: int = 5
+    pretrained: bool = False    # paper scale: compressai.zoo(pretrained=True)
+    fast: bool = True           # bf16 autocast + channels_last (see benchmarks/train_speed.py)
+    extra: dict = field(default_factory=dict)
+
+    def widths(self, arch: str) -> dict:
+        """Constructor widths for ``arch`` at this scale."""
+        check_choice("arch", arch, ARCHS)
+        if arch == "cheng2020-attn":
+            return {"N": self.N}
+        return {"N": self.N, "M": self.M}
+
+    def with_(self, **changes) -> "Scale":
+        return replace(self, **changes)
+
+
+SCALES = {
+    "smoke": Scale(
+        name="smoke", N=16, M=24, lambdas=(0.0067, 0.0250), train_set="skimage", test_set="skimage",
+        crop=64, batch=4, steps=24, finetune_steps=8, lr=1e-3, lr_final=1e-4, checkpoint_every=10,
+        eval_every=12, test_limit=2, timing_repeats=1,
+    ),
+    "cpu": Scale(
+        name="cpu", N=64, M=96, lambdas=(0.0035, 0.0067, 0.0130, 0.0250), train_set="bsds500",
+        test_set="kodak", crop=128, batch=8, steps=30000, finetune_steps=8000, lr=5e-4, lr_final=2e-5,
+        late_crop=256, late_frac=0.15, eval_every=2500, checkpoint_every=500, timing_repeats=5,
+    ),
+    "paper": Scale(
+        name="paper", N=128, M=192, lambdas=(0.0035, 0.0067, 0.0130, 0.0250), train_set="bsds500",
+        test_set="kodak", crop=256, batch=16, steps=0, finetune_steps=0, pretrained=True,
+        timing_repeats=5,
+    ),
+}
+
+# CompressAI's pretrained widths differ by quality (bmshj2018-hyperprior: N=128, M=192 for q<=5).
+PAPER_QUALITY = {lam: q for q, lam in QUALITY_LAMBDAS.items()}
+
+
+def check_choice(what: str, value, choices) -> None:
+    """Raise ``ValueError`` naming the valid choices when ``value`` is not one of them."""
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}; valid choices: {', '.join(map(str, choices))}")
+
+
+def get_scale(name: str) -> Scale:
+    """Return the :class:`Scale` called ``name`` (``smoke``, ``cpu`` or ``paper``)."""
+    check_choice("scale", name, tuple(SCALES))
+    return SCALES[name]

@@ -1,0 +1,272 @@
+"""Base models: build any architecture of the study, save/load checkpoints (non-uniform widths
+included), CompressAI pretrained weights at ``paper`` scale, and the trained zoo with its manifest.
+
+    python -m lic.zoo train --scale cpu [--arch A] [--lmbda L]     # train or resume what is missing
+    python -m lic.zoo list --scale cpu
+
+Checkpoint layout: ``{"arch", "widths", "channels", "state_dict", "meta"}``. ``channels`` (every
+layer's [in, out]) is stored because CompressAI's ``from_state_dict`` infers only N and M, which
+is wrong for pruned models; entropy-coder tables are not stored (``update()`` rebuilds them).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+from compressai.models import (Cheng2020Attention, JointAutoregressiveHierarchicalPriors,
+                               MeanScaleHyperprior, ScaleHyperprior)
+
+from . import data as lic_data
+from .evaluate import evaluate
+from .scales import ARCHS, PAPER_QUALITY, Scale, check_choice, get_scale
+from .surgery import channel_config, resize_to
+from .train import TrainConfig, train
+
+CLASSES = {
+    "bmshj2018-hyperprior": ScaleHyperprior,
+    "mbt2018-mean": MeanScaleHyperprior,
+    "mbt2018": JointAutoregressiveHierarchicalPriors,
+    "cheng2020-attn": Cheng2020Attention,
+}
+ZOO_FUNCS = {"bmshj2018-hyperprior": "bmshj2018_hyperprior", "mbt2018-mean": "mbt2018_mean",
+             "mbt2018": "mbt2018", "cheng2020-attn": "cheng2020_attn"}
+# buffers rebuilt by update(force=True); never stored
+CODER_TABLES = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt or does not match its manifest."""
+
+
+def build(arch: str, **widths):
+    """A freshly initialised CompressAI model of ``arch`` with the given widths (N, M)."""
+    check_choice("arch", arch, ARCHS)
+    return CLASSES[arch](**widths)
+
+
+def build_for(arch: str, scale: Scale):
+    return build(arch, **scale.widths(arch))
+
+
+def pretrained(arch: str, lmbda: float, metric: str = "mse"):
+    """CompressAI's pretrained model for ``arch`` at the quality whose λ is ``lmbda``.
+
+    Uses ``compressai.zoo`` (weights through torch.hub's cache: ``$TORCH_HOME/hub/checkpoints``),
+    so it needs the network the first time or the file already in that cache.
+    """
+    import compressai.zoo
+
+    check_choice("arch", arch, ARCHS)
+    check_choice("lambda", lmbda, tuple(PAPER_QUALITY))
+    fn = getattr(compressai.zoo, ZOO_FUNCS[arch])
+    try:
+        return fn(quality=PAPER_QUALITY[lmbda], metric=metric, pretrained=True, progress=False).eval()
+    except OSError as err:
+        raise CheckpointError(f"could not fetch CompressAI's pretrained {arch} (quality "
+                              f"{PAPER_QUALITY[lmbda]}): {err}. The `paper` scale needs network "
+                              "access to compressai.s3.amazonaws.com, or the .pth.tar file placed in "
+                              "$TORCH_HOME/hub/checkpoints/.") from err
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def save(model, path, arch: str, widths: dict, meta=None, half=False) -> str:
+    """Save ``model`` with its architecture, widths and per-layer channels; return its sha256.
+
+    ``half`` stores the transforms' floating tensors in fp16; entropy-model parameters stay fp32.
+    """
+    state = {}
+    for k, v in model.state_dict().items():
+        if k.rsplit(".", 1)[-1] in CODER_TABLES:
+            continue
+        entropy = "entropy_bottleneck" in k or "gaussian_conditional" in k
+        state[k] = v.half() if half and v.is_floating_point() and not entropy else v.clone()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"arch": arch, "widths": dict(widths), "channels": channel_config(model),
+                "state_dict": state, "meta": meta or {}}, path)
+    return lic_data.sha256(path)
+
+
+def load(path, sha256: str | None = None, retrain_hint: str = ""):
+    """Load a checkpoint written by :func:`save`; verify ``sha256`` when given."""
+    path = Path(path)
+    hint = f" Retrain it with `{retrain_hint}`." if retrain_hint else ""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist.{hint}")
+    if sha256 and lic_data.sha256(path) != sha256:
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated (sha256 does not match "
+                              f"the manifest).{hint}")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many kinds for a bad file
+        raise CheckpointError(f"checkpoint {path} cannot be read ({err}).{hint}") from err
+    model = build(ck["arch"], **ck["widths"])
+    state = {k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()}
+    resize_to(model, state)
+    missing, unexpected = torch.nn.Module.load_state_dict(model, state, strict=False)
+    missing = [k for k in missing if k.rsplit(".", 1)[-1] not in CODER_TABLES]
+    if missing or unexpected:
+        raise CheckpointError(f"checkpoint {path} does not fit {ck['arch']}: missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]}.{hint}")
+    if channel_config(model) != ck["channels"]:
+        raise CheckpointError(f"checkpoint {path}: rebuilt channels differ from the stored ones")
+    model.update(force=True)
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# the zoo
+
+
+def zoo_dir(scale: Scale) -> Path:
+    """Final checkpoints: ``data/checkpoints/cpu`` (committed); other scales under ``runs/``."""
+    if "LIC_ZOO" in os.environ:
+        return Path(os.environ["LIC_ZOO"]) / scale.name
+    if scale.name == "cpu":
+        return PROJECT / "data" / "checkpoints" / "cpu"
+    return PROJECT / "runs" / scale.name / "zoo"
+
+
+def runs_dir(scale: Scale) -> Path:
+    """Resumable training state and learning curves (not committed)."""
+    return Path(os.environ.get("LIC_RUNS", PROJECT / "runs")) / scale.name
+
+
+def model_name(arch: str, lmbda: float) -> str:
+    return f"{arch}-{lmbda:.4f}"
+
+
+def manifest_path(scale: Scale) -> Path:
+    return zoo_dir(scale) / "manifest.json"
+
+
+def read_manifest(scale: Scale) -> dict:
+    p = manifest_path(scale)
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def _write_manifest(scale: Scale, manifest: dict) -> None:
+    p = manifest_path(scale)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, p)
+
+
+def train_command(arch, lmbda, scale: Scale) -> str:
+    return f"python -m lic.zoo train --scale {scale.name} --arch {arch} --lmbda {lmbda}"
+
+
+def middle_lambda(scale: Scale) -> float:
+    """The λ trained from scratch; the others are fine-tuned from it."""
+    return scale.lambdas[len(scale.lambdas) // 2]
+
+
+def get(arch: str, lmbda: float, scale: Scale, root=None, train_missing=True, progress=True):
+    """The base model ``arch`` at ``lmbda`` for ``scale``: from the zoo, CompressAI (paper scale),
+    or trained now (resumable) when missing and ``train_missing``."""
+    check_choice("arch", arch, ARCHS)
+    check_choice(f"lambda for scale {scale.name!r}", lmbda, scale.lambdas)
+    if scale.pretrained:
+        return pretrained(arch, lmbda)
+    entry = read_manifest(scale).get(model_name(arch, lmbda))
+    if entry:
+        return load(zoo_dir(scale) / entry["file"], entry["sha256"], train_command(arch, lmbda, scale))
+    if not train_missing:
+        raise CheckpointError(f"{model_name(arch, lmbda)} is not in the {scale.name} zoo "
+                              f"({zoo_dir(scale)}); train it with `{train_command(arch, lmbda, scale)}`")
+    return train_model(arch, lmbda, scale, root=root, progress=progress)
+
+
+def learning_curve_eval(scale: Scale, root=None, limit=None):
+    """Learning-curve evaluation: mean PSNR and estimated bpp on the test set (forward only)."""
+    images = lic_data.test_images(scale, root)
+    if limit:
+        images = images[:limit]
+
+    def run(model):
+        res = evaluate(model, images, real=False, progress=False)["mean"]
+        return {"test_psnr": res["psnr"], "test_bpp_est": res["bpp_est"]}
+    return run
+
+
+def train_model(arch: str, lmbda: float, scale: Scale, root=None, progress=True, seed=0):
+    """Train (or resume) one zoo model, save it, evaluate the saved file, add it to the manifest."""
+    mid = middle_lambda(scale)
+    start, steps = None, scale.steps
+    if lmbda != mid:
+        start = get(arch, mid, scale, root=root, progress=progress)
+        steps = scale.finetune_steps
+    model = build_for(arch, scale)
+    if start is not None:
+        model.load_state_dict(start.state_dict())
+    name = model_name(arch, lmbda)
+    run = runs_dir(scale)
+    data = lic_data.train_set(scale, root, seed=seed)
+    cfg = TrainConfig.from_scale(scale, lmbda, steps=steps, seed=seed)
+    if start is not None:
+        cfg.late_crop, cfg.late_frac = 0, 0.0
+    images = lic_data.test_images(scale, root)
+    t0 = time.time()
+    curve = train(model, data, cfg, checkpoint=run / f"{name}.state.pt",
+                  evaluate=learning_curve_eval(scale, root) if cfg.eval_every else None,
+                  log=run / f"{name}.curve.csv", progress=progress, desc=name)
+    file = f"{name}.pt"
+    half = scale.name == "cpu"
+    meta = {"arch": arch, "widths": scale.widths(arch), "lambda": lmbda, "steps": steps,
+            "started_from": model_name(arch, mid) if start is not None else None,
+            "schedule": {k: getattr(cfg, k) for k in ("batch", "crop", "late_crop", "late_frac", "lr",
+                                                      "lr_final", "aux_lr", "clip", "fast")},
+            "seed": seed, "train_seconds": round(curve[-1]["elapsed_s"] if curve else 0, 1),
+            "train_data": scale.train_set, "weights": "fp16 transforms, fp32 entropy models" if half
+            else "fp32", "torch": str(torch.__version__)}
+    sha = save(model, zoo_dir(scale) / file, arch, scale.widths(arch), meta, half=half)
+    loaded = load(zoo_dir(scale) / file, sha)
+    res = evaluate(loaded, images, real=True, progress=progress, desc=f"{name} eval")["mean"]
+    meta.update(file=file, sha256=sha, test_set=scale.test_set, test_images=len(images),
+                psnr=res["psnr"], bpp=res["bpp"], bpp_est=res["bpp_est"], ms_ssim=res["ms_ssim"],
+                curve=str((run / f"{name}.curve.csv").relative_to(run.parent)),
+                wall_seconds=round(time.time() - t0, 1))
+    manifest = read_manifest(scale)
+    manifest[name] = meta
+    _write_manifest(scale, manifest)
+    return loaded
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lic.zoo", description="train or list base models")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="train (or resume) every missing model")
+    t.add_argument("--scale", default="cpu")
+    t.add_argument("--arch", action="append", help="repeatable; default: all")
+    t.add_argument("--lmbda", type=float, action="append", help="repeatable; default: all")
+    t.add_argument("--data", default=None, help="data root (default: $LIC_DATA)")
+    ls = sub.add_parser("list", help="print the manifest")
+    ls.add_argument("--scale", default="cpu")
+    args = ap.parse_args(argv)
+    scale = get_scale(args.scale)
+    if args.cmd == "list":
+        for name, e in sorted(read_manifest(scale).items()):
+            print(f"{name:32s} {e['psnr']:6.2f} dB  {e['bpp']:.3f} bpp  {e['steps']:>6d} steps")
+        return 0
+    archs = args.arch or list(ARCHS)
+    lambdas = args.lmbda or list(scale.lambdas)
+    for arch in archs:
+        # the middle lambda first: the others start from it
+        for lmbda in sorted(lambdas, key=lambda l: l != middle_lambda(scale)):
+            if model_name(arch, lmbda) not in read_manifest(scale):
+                get(arch, lmbda, scale, root=args.data)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
