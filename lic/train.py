@@ -96,7 +96,9 @@ def _fp32_forward(fn):
 
 @contextlib.contextmanager
 def fast_cpu(model, enabled=True, channels_last=True):
-    """bf16 autocast (+ channels_last) for the transforms, entropy models kept in fp32."""
+    """channels_last for the model and fp32 entropy models; the caller runs the forward pass under
+    ``autocast(enabled)`` (forward and loss only: backward and optimizer steps stay outside, as
+    PyTorch's AMP guide says; running them inside stopped this loop from learning at all)."""
     if not enabled:
         yield lambda x: x
         return
@@ -106,8 +108,7 @@ def fast_cpu(model, enabled=True, channels_last=True):
     if channels_last:
         model.to(memory_format=torch.channels_last)
     try:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            yield (lambda x: x.contiguous(memory_format=torch.channels_last)) if channels_last else (lambda x: x)
+        yield (lambda x: x.contiguous(memory_format=torch.channels_last)) if channels_last else (lambda x: x)
     finally:
         for m in patched:
             del m.forward
@@ -230,13 +231,14 @@ def train(model, data, cfg: TrainConfig, checkpoint=None, hooks=(), params=None,
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg)
             opt.zero_grad(set_to_none=True)
-            out = model(x)
-            terms = rd_loss(out, x, cfg.lmbda)
-            loss = terms["loss"]
-            for hook in hooks:
-                for k, v in hook.loss(model, out, x).items():
-                    terms[k] = v
-                    loss = loss + v
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.fast):
+                out = model(x)
+                terms = rd_loss(out, x, cfg.lmbda)
+                loss = terms["loss"]
+                for hook in hooks:
+                    for k, v in hook.loss(model, out, x).items():
+                        terms[k] = v
+                        loss = loss + v
             loss.backward()
             for hook in hooks:
                 hook.after_backward(model, step)
@@ -245,8 +247,7 @@ def train(model, data, cfg: TrainConfig, checkpoint=None, hooks=(), params=None,
             opt.step()
             if aux_opt:
                 aux_opt.zero_grad(set_to_none=True)
-                with torch.autocast("cpu", enabled=False):
-                    model.aux_loss().backward()
+                model.aux_loss().backward()
                 aux_opt.step()
             for hook in hooks:
                 hook.after_step(model, step)
@@ -259,8 +260,7 @@ def train(model, data, cfg: TrainConfig, checkpoint=None, hooks=(), params=None,
             bar.update(1)
             bar.set_postfix(loss=f"{stats['loss']:.3f}", bpp=f"{stats['bpp']:.3f}", refresh=False)
             if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
-                with _plain(model, cl and cfg.fast):
-                    record(stats)
+                record(stats)
             if checkpoint and step % cfg.checkpoint_every == 0:
                 save()
     bar.close()
@@ -269,18 +269,6 @@ def train(model, data, cfg: TrainConfig, checkpoint=None, hooks=(), params=None,
     save()
     model.eval()
     return curve
-
-
-@contextlib.contextmanager
-def _plain(model, channels_last):
-    """Evaluate outside autocast in the default memory format."""
-    with torch.autocast("cpu", enabled=False):
-        model.to(memory_format=torch.contiguous_format)
-        try:
-            yield
-        finally:
-            if channels_last:
-                model.to(memory_format=torch.channels_last)
 
 
 def write_csv(path, rows):
