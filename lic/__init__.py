@@ -6,4 +6,9 @@ Modules (one idea each): ``scales`` (smoke/cpu/paper), ``data`` (images and data
 (JPEG/WebP with Pillow), ``report`` (paper-vs-ours tables, RD figures, results files) and
 ``book`` (papermill runs of the chapters).
 """
+import warnings
+
+# CompressAI 1.2.8 calls torch.jit.script at import; torch 2.14 warns about it on every import.
+warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated", category=FutureWarning)
+
 __version__ = "0.1.0"

@@ -215,8 +215,18 @@ def skimage_photos(limit: int = 0) -> list:
 def test_images(scale, root=None) -> list:
     """(name, HxWx3 uint8) test images of a scale: Kodak, or scikit-image photos at smoke scale."""
     if scale.test_set == "skimage":
-        return skimage_photos(scale.test_limit)
-    return [(p.stem, load_image(p)) for p in kodak_files(root, scale.test_limit)]
+        images = skimage_photos(scale.test_limit)
+    else:
+        images = [(p.stem, load_image(p)) for p in kodak_files(root, scale.test_limit)]
+    return [(n, center_crop(img, scale.test_crop)) for n, img in images] if scale.test_crop else images
+
+
+def center_crop(img: np.ndarray, size) -> np.ndarray:
+    """The central ``size`` = (H, W) window of an HxWxC image (the whole image if smaller)."""
+    h, w = img.shape[:2]
+    ch, cw = min(size[0], h), min(size[1], w)
+    y, x = (h - ch) // 2, (w - cw) // 2
+    return np.ascontiguousarray(img[y:y + ch, x:x + cw])
 
 
 # --------------------------------------------------------------------------------------------

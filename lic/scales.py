@@ -39,6 +39,7 @@ class Scale:
     eval_every: int = 0         # learning-curve evaluation period (0 = only at the end)
     checkpoint_every: int = 500
     test_limit: int = 0         # use only the first k test images (0 = all)
+    test_crop: tuple = ()       # centre-crop test images to (H, W) (smoke: keeps CI fast)
     timing_repeats: int = 5
     pretrained: bool = False    # paper scale: compressai.zoo(pretrained=True)
     fast: bool = True           # bf16 autocast + channels_last (see benchmarks/train_speed.py)
@@ -58,8 +59,8 @@ class Scale:
 SCALES = {
     "smoke": Scale(
         name="smoke", N=16, M=24, lambdas=(0.0067, 0.0250), train_set="skimage", test_set="skimage",
-        crop=64, batch=4, steps=24, finetune_steps=8, lr=1e-3, lr_final=1e-4, checkpoint_every=10,
-        eval_every=12, test_limit=2, timing_repeats=1,
+        crop=64, batch=4, steps=120, finetune_steps=30, lr=1e-3, lr_final=1e-4, checkpoint_every=40,
+        eval_every=40, test_limit=2, test_crop=(192, 256), timing_repeats=1,
     ),
     "cpu": Scale(
         name="cpu", N=64, M=96, lambdas=(0.0035, 0.0067, 0.0130, 0.0250), train_set="bsds500",

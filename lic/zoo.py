@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -162,6 +163,14 @@ def _write_manifest(scale: Scale, manifest: dict) -> None:
     os.replace(tmp, p)
 
 
+def learning_curve(arch, lmbda, scale: Scale):
+    """The logged learning curve of a zoo model (a DataFrame), or None if none was logged."""
+    import pandas as pd
+
+    p = zoo_dir(scale) / f"{model_name(arch, lmbda)}.curve.csv"
+    return pd.read_csv(p) if p.exists() else None
+
+
 def train_command(arch, lmbda, scale: Scale) -> str:
     return f"python -m lic.zoo train --scale {scale.name} --arch {arch} --lmbda {lmbda}"
 
@@ -231,11 +240,12 @@ def train_model(arch: str, lmbda: float, scale: Scale, root=None, progress=True,
             else "fp32", "torch": str(torch.__version__)}
     sha = save(model, zoo_dir(scale) / file, arch, scale.widths(arch), meta, half=half)
     loaded = load(zoo_dir(scale) / file, sha)
-    res = evaluate(loaded, images, real=True, progress=progress, desc=f"{name} eval")["mean"]
+    res = evaluate(loaded, images, real=True, timed=0, progress=progress, desc=f"{name} eval")["mean"]
+    if (run / f"{name}.curve.csv").exists():
+        shutil.copyfile(run / f"{name}.curve.csv", zoo_dir(scale) / f"{name}.curve.csv")
     meta.update(file=file, sha256=sha, test_set=scale.test_set, test_images=len(images),
                 psnr=res["psnr"], bpp=res["bpp"], bpp_est=res["bpp_est"], ms_ssim=res["ms_ssim"],
-                curve=str((run / f"{name}.curve.csv").relative_to(run.parent)),
-                wall_seconds=round(time.time() - t0, 1))
+                curve=f"{name}.curve.csv", wall_seconds=round(time.time() - t0, 1))
     manifest = read_manifest(scale)
     manifest[name] = meta
     _write_manifest(scale, manifest)
