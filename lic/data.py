@@ -88,7 +88,7 @@ def load_image(path) -> np.ndarray:
 
 def to_tensor(rgb8: np.ndarray) -> torch.Tensor:
     """HxWx3 uint8 -> 1x3xHxW float in [0, 1]."""
-    return torch.from_numpy(rgb8).permute(2, 0, 1).float().div(255.0).unsqueeze(0)
+    return torch.from_numpy(np.array(rgb8, dtype=np.uint8)).permute(2, 0, 1).float().div(255.0).unsqueeze(0)
 
 
 def pad_to(x: torch.Tensor, multiple: int = 64, min_size: int = 64):

@@ -24,7 +24,7 @@ from .data import crop_back, pad_to, to_tensor
 PAD = 64          # every architecture here downsamples by 64 (g_a x16, h_a x4)
 MIN_SIZE = 64
 # Bitstream check. Without an autoregressive context, the decoded image must match the forward
-# reconstruction (>= MATCH_DB dB; a stale entropy table gives ~10 dB). With one (mbt2018,
+# reconstruction (>= MATCH_DB dB; a decoder that differs from forward() gives far less). With one (mbt2018,
 # cheng2020) CompressAI's forward rounds y while the bitstream codes round(y - mean) + mean, so the
 # images legitimately differ (20-35 dB seen on barely trained models): there the decoded image must
 # be at most CONTEXT_LOSS_DB worse than the forward reconstruction instead.
@@ -39,7 +39,7 @@ def quantize8(x: torch.Tensor) -> torch.Tensor:
 
 def psnr(a, b) -> float:
     """PSNR in dB of 8-bit images given as [0,1] tensors (rounded to 8 bit) or uint8 arrays."""
-    a, b = (torch.as_tensor(np.asarray(v), dtype=torch.float64) if not torch.is_tensor(v)
+    a, b = (torch.tensor(np.asarray(v), dtype=torch.float64) if not torch.is_tensor(v)
             else quantize8(v).double() for v in (a, b))
     mse = torch.mean((a - b) ** 2).item()
     return float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
@@ -91,8 +91,9 @@ def evaluate_image(model, img8: np.ndarray, real=True, repeats=1, msssim=True) -
             broken = match < MATCH_DB
         if broken:
             raise RuntimeError(f"decoded image does not match the forward reconstruction ({match:.1f} "
-                               f"dB apart; PSNR {real_psnr:.2f} vs {row['psnr_forward']:.2f} dB): broken "
-                               "bitstream, or entropy tables not updated (call model.update(force=True))")
+                               f"dB apart; PSNR {real_psnr:.2f} vs {row['psnr_forward']:.2f} dB): the decoder's "
+                               "bitstream path differs from forward(); after surgery call "
+                               "model.update(force=True) and check every pruned layer")
         row.update(bpp=8 * bitstream_bytes(enc["strings"]) / (h * w), psnr=real_psnr,
                    decode_vs_forward_db=match, encode_ms=1e3 * enc_s, decode_ms=1e3 * dec_s)
     else:

@@ -239,6 +239,7 @@ def train(model, data, cfg: TrainConfig, checkpoint=None, hooks=(), params=None,
                     for k, v in hook.loss(model, out, x).items():
                         terms[k] = v
                         loss = loss + v
+                terms["loss"] = loss  # the total, with the hooks' terms
             loss.backward()
             for hook in hooks:
                 hook.after_backward(model, step)

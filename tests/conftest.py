@@ -1,0 +1,24 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+PROJECT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT.parent / "shared" / "data"
+
+
+@pytest.fixture
+def smoke():
+    from lic.scales import get_scale
+
+    return get_scale("smoke")
+
+
+@pytest.fixture
+def tmp_zoo(tmp_path, monkeypatch):
+    """Zoo and run folders in a temporary directory."""
+    monkeypatch.setenv("LIC_ZOO", str(tmp_path / "zoo"))
+    monkeypatch.setenv("LIC_RUNS", str(tmp_path / "runs"))
+    return tmp_path

@@ -1,0 +1,103 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lic import evaluate as ev
+from lic import zoo
+
+
+def test_psnr_known_values():
+    a = np.zeros((8, 8, 3), np.uint8)
+    assert ev.psnr(a, a + 1) == pytest.approx(10 * math.log10(255 ** 2), abs=1e-9)  # 48.13 dB
+    assert ev.psnr(a, a) == float("inf")
+    b = a.copy()
+    b[:4] = 10  # half the pixels off by 10: MSE 50
+    assert ev.psnr(a, b) == pytest.approx(10 * math.log10(255 ** 2 / 50))
+
+
+def test_psnr_rounds_tensors_to_8_bit():
+    x = torch.full((1, 3, 4, 4), 100 / 255)
+    assert ev.psnr(x, x + 0.4 / 255) == float("inf")  # same 8-bit image
+
+
+def test_bd_rate_of_a_10_percent_cheaper_codec():
+    anchor = {"bpp": [0.1, 0.2, 0.4, 0.8], "psnr": [28.0, 30.0, 32.5, 35.0]}
+    test = {"bpp": [0.09, 0.18, 0.36, 0.72], "psnr": anchor["psnr"]}
+    res = ev.bd(anchor, test)
+    assert res["bd_rate"] == pytest.approx(-10.0, abs=1e-6)
+    assert res["method"] == "akima"
+    better = ev.bd(anchor, {"bpp": anchor["bpp"], "psnr": [p + 0.5 for p in anchor["psnr"]]})
+    assert better["bd_psnr"] == pytest.approx(0.5, abs=1e-6)
+
+
+def test_bd_without_overlap_is_nan_not_an_error():
+    res = ev.bd({"bpp": [0.1, 0.2], "psnr": [20, 22]}, {"bpp": [1.0, 2.0], "psnr": [40, 42]})
+    assert math.isnan(res["bd_rate"]) and res["overlap_psnr"] == 0
+    with pytest.raises(ValueError, match="at least two"):
+        ev.bd({"bpp": [0.1], "psnr": [20]}, {"bpp": [0.1, 0.2], "psnr": [20, 22]})
+
+
+def test_macs_of_conv_and_transposed_conv_match_a_hand_count():
+    conv = torch.nn.Conv2d(3, 8, 5, stride=2, padding=2)
+    assert ev.macs(conv, torch.zeros(1, 3, 32, 32)) == 8 * 16 * 16 * 3 * 5 * 5
+    deconv = torch.nn.ConvTranspose2d(8, 3, 5, stride=2, padding=2, output_padding=1)
+    # a transposed conv multiplies every *input* pixel by k*k*C_out weights
+    assert ev.macs(deconv, torch.zeros(1, 8, 16, 16)) == 8 * 16 * 16 * 3 * 5 * 5
+
+
+def test_ms_ssim_refuses_small_images():
+    with pytest.raises(ValueError, match="160"):
+        ev.ms_ssim(torch.rand(1, 3, 128, 256), torch.rand(1, 3, 128, 256))
+    x = torch.rand(1, 3, 192, 192)
+    assert ev.ms_ssim(x, x) == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["bmshj2018-hyperprior", "mbt2018"])
+def test_real_bitstream_round_trip(arch, smoke):
+    torch.manual_seed(0)
+    model = zoo.build_for(arch, smoke).eval()
+    img = np.random.default_rng(0).integers(0, 256, (170, 200, 3), dtype=np.uint8)
+    model.update(force=True)
+    row = ev.evaluate_image(model, img, real=True)
+    assert row["bpp"] > 0 and row["encode_ms"] > 0 and row["decode_ms"] > 0
+    # the real rate is close to the likelihood estimate (headers and coder overhead only)
+    assert row["bpp"] == pytest.approx(row["bpp_est"], rel=0.25, abs=0.05)
+    assert row["height"] == 170 and row["width"] == 200
+
+
+def test_decoder_that_differs_from_forward_is_detected(smoke):
+    torch.manual_seed(0)
+    model = zoo.build_for("bmshj2018-hyperprior", smoke).eval()
+    model.update(force=True)
+    decompress = model.decompress
+
+    def tampered(strings, shape):  # a decoder whose bitstream path went wrong
+        out = decompress(strings, shape)
+        return {"x_hat": torch.rand(out["x_hat"].shape, generator=torch.Generator().manual_seed(0))}
+
+    model.decompress = tampered
+    img = np.random.default_rng(1).integers(0, 256, (192, 192, 3), dtype=np.uint8)
+    with pytest.raises(RuntimeError, match="does not match the forward reconstruction"):
+        ev.evaluate_image(model, img, real=True)
+
+
+def test_summarize_reports_size_and_macs(smoke):
+    from lic import data as lic_data
+
+    model = zoo.build_for("bmshj2018-hyperprior", smoke)
+    row = ev.summarize(model, lic_data.test_images(smoke)[:1], height=64, width=64, progress=False)
+    assert row["params"] == sum(p.numel() for p in model.parameters())
+    assert row["macs"] > 0 and row["bytes_fp32"] > 4 * row["params"] * 0.9
+    assert {"psnr", "bpp", "bpp_est", "ms_ssim", "encode_ms", "decode_ms", "threads"} <= set(row)
+
+
+def test_compressai_json_layout(tmp_path):
+    pts = [{"psnr": 30.0, "ms_ssim": 0.95, "bpp": 0.3, "encode_ms": 10.0, "decode_ms": 20.0}]
+    d = ev.to_compressai_json("ours", pts)
+    assert d["results"]["psnr-rgb"] == [30.0] and d["results"]["decoding_time"] == [0.02]
+    import json
+
+    (tmp_path / "x.json").write_text(json.dumps(d))
+    assert ev.read_compressai_json(tmp_path / "x.json")["bpp"] == [0.3]

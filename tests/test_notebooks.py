@@ -1,0 +1,56 @@
+"""Every chapter at smoke scale through papermill, asserting on the results file it writes, and
+the smoke book built with -W (warnings are errors)."""
+import json
+
+import pytest
+
+from lic import book, report
+from nbtools import is_clean
+
+pytestmark = pytest.mark.slow
+CHAPTERS = book.chapters()
+
+
+def test_source_notebooks_are_clean_and_parameterized():
+    assert CHAPTERS, "no chapter notebooks found"
+    for name in CHAPTERS:
+        assert is_clean(book.NOTEBOOKS / f"{name}.ipynb"), f"{name}: outputs or no 'parameters' cell"
+
+
+@pytest.fixture(scope="module")
+def executed():
+    """Run every chapter once at smoke scale (module scope: the book test reuses the outputs)."""
+    for name in CHAPTERS:
+        book.run(name, "smoke", progress=False)
+    return {name: report.load_results(name, "smoke") for name in CHAPTERS}
+
+
+def test_baselines_results(executed):
+    res = executed["00_baselines"]
+    models = res["models"]
+    assert res["scale"] == "smoke" and len(models) == 4 * 2  # 4 architectures x 2 smoke lambdas
+    for row in models:
+        assert row["bpp"] > 0 and row["params"] > 0 and row["macs"] > 0
+        assert 0 < row["ms_ssim"] <= 1 and row["psnr"] > 5
+        assert row["bpp"] == pytest.approx(row["bpp_est"], rel=0.5)  # real vs estimated rate
+    for arch in res["archs"]:  # a larger lambda buys quality with bits
+        pts = sorted((r for r in models if r["arch"] == arch), key=lambda r: r["lambda"])
+        assert pts[-1]["bpp"] > pts[0]["bpp"] or pts[-1]["psnr"] > pts[0]["psnr"]
+    for codec in ("jpeg", "webp"):
+        bpps = [p["bpp"] for p in res["classical"][codec]]
+        assert bpps == sorted(bpps)
+    assert {r["anchor"] for r in res["bd"]} >= {"WebP (Pillow, here)"}
+
+
+def test_every_chapter_wrote_its_environment(executed):
+    for name, res in executed.items():
+        assert res["notebook"] == name and res["environment"]["threads"] >= 1
+
+
+def test_smoke_book_builds_without_warnings(executed):
+    html = book.build("smoke", strict=True)
+    assert html.exists()
+    page = (html.parent / "book" / "00_baselines.html").read_text()
+    assert "The price of the scale" in page and "img" in page
+    runs = json.loads(book.runs_log("smoke").read_text())
+    assert runs["00_baselines"]["ok"] and runs["00_baselines"]["wall_seconds"] > 0

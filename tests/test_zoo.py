@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from lic import zoo
+from lic.scales import get_scale
+
+
+def test_builds_every_architecture_at_scale_widths(smoke):
+    for arch in ("bmshj2018-hyperprior", "mbt2018-mean", "mbt2018", "cheng2020-attn"):
+        model = zoo.build_for(arch, smoke)
+        out = model(torch.rand(1, 3, 64, 64))
+        assert out["x_hat"].shape == (1, 3, 64, 64)
+
+
+def test_paper_scale_loads_compressai_pretrained_from_the_hub_cache(tmp_path, monkeypatch):
+    """The real compressai.zoo path, with the weights file placed where torch.hub caches it."""
+    from compressai.models import ScaleHyperprior
+    from compressai.zoo.image import model_urls
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    torch.manual_seed(0)
+    ref = ScaleHyperprior(128, 192)
+    url = model_urls["bmshj2018-hyperprior"]["mse"][3]
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(ref.state_dict(), cache / url.rsplit("/", 1)[-1])
+    model = zoo.get("bmshj2018-hyperprior", 0.0067, get_scale("paper"))
+    assert torch.equal(model.g_s[0].weight, ref.g_s[0].weight)
+
+
+def test_pretrained_offline_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    import torch.hub
+
+    def offline(*a, **k):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(zoo.CheckpointError, match=r"hub/checkpoints"):
+        zoo.pretrained("mbt2018-mean", 0.0130)
+
+
+def test_unknown_lambda_and_missing_model(smoke, tmp_zoo):
+    with pytest.raises(ValueError, match="lambda for scale 'smoke'"):
+        zoo.get("mbt2018", 0.5, smoke)
+    with pytest.raises(zoo.CheckpointError, match="python -m lic.zoo train --scale smoke --arch mbt2018"):
+        zoo.get("mbt2018", smoke.lambdas[0], smoke, train_missing=False)
+
+
+def test_zoo_trains_middle_lambda_then_finetunes_and_records_manifest(smoke, tmp_zoo):
+    low = smoke.lambdas[0]
+    model = zoo.get("bmshj2018-hyperprior", low, smoke, progress=False)
+    manifest = zoo.read_manifest(smoke)
+    mid, fine = (manifest[zoo.model_name("bmshj2018-hyperprior", lam)] for lam in (zoo.middle_lambda(smoke), low))
+    assert fine["started_from"] == zoo.model_name("bmshj2018-hyperprior", zoo.middle_lambda(smoke))
+    assert mid["steps"] == smoke.steps and fine["steps"] == smoke.finetune_steps
+    assert fine["bpp"] > 0 and fine["psnr"] > 0 and len(fine["sha256"]) == 64
+    # loading again comes from the zoo (no training) and verifies the sha256
+    again = zoo.get("bmshj2018-hyperprior", low, smoke, train_missing=False)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    assert zoo.learning_curve("bmshj2018-hyperprior", low, smoke) is not None
