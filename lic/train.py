@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from compressai.entropy_models import EntropyModel
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 
 @dataclass
