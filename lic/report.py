@@ -65,6 +65,17 @@ def save_results(notebook: str, scale: str, payload: dict, root=None) -> Path:
     return path
 
 
+def save_rd_json(notebook: str, scale: str, name: str, points: list, description="", root=None) -> Path:
+    """Write one RD curve in CompressAI's ``eval_model`` layout beside the results file:
+    ``data/results/<notebook>/<scale>-rd/<name>.json``."""
+    from .evaluate import to_compressai_json
+
+    path = Path(root or RESULTS) / notebook / f"{scale}-rd" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_clean(to_compressai_json(name, points, description)), indent=1) + "\n")
+    return path
+
+
 def load_results(notebook: str, scale: str, root=None) -> dict:
     path = Path(root or RESULTS) / notebook / f"{scale}.json"
     if not path.exists():
