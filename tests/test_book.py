@@ -1,0 +1,41 @@
+import pytest
+
+from lic import book, report
+
+
+def test_chapters_are_found_in_order():
+    names = book.chapters()
+    assert names[0] == "00_baselines" and names == sorted(names)
+
+
+def test_bad_scale_or_chapter_lists_the_choices():
+    with pytest.raises(ValueError, match="smoke, cpu, paper"):
+        book.run("00_baselines", "gpu")
+    with pytest.raises(ValueError, match="00_baselines"):
+        book.run("99_missing", "smoke")
+
+
+def test_cpu_book_builds_in_place_and_other_scales_apart():
+    assert book.book_root("cpu") == book.PROJECT
+    assert book.executed_path("00_baselines", "smoke").is_relative_to(book.PROJECT / "runs" / "smoke")
+
+
+def test_results_round_trip_and_are_json_safe(tmp_path):
+    import numpy as np
+
+    path = report.save_results("nb", "smoke", {"x": np.float32(1.5), "bad": float("nan"), "n": np.int64(3)},
+                               root=tmp_path)
+    res = report.load_results("nb", "smoke", root=tmp_path)
+    assert path.exists() and res["x"] == 1.5 and res["bad"] is None and res["n"] == 3
+    assert res["environment"]["threads"] >= 1
+    with pytest.raises(FileNotFoundError, match="python -m lic.book run nb --scale cpu"):
+        report.load_results("nb", "cpu", root=tmp_path)
+
+
+def test_published_curves_and_paper_tables_are_readable():
+    webp = report.published("WebP")
+    assert len(webp["bpp"]) == len(webp["psnr"]) > 5
+    with pytest.raises(ValueError, match="valid choices"):
+        report.published("HEIF")
+    claims = report.paper_table("claims")
+    assert {"paper", "claim", "value", "source"} <= set(claims.columns)
