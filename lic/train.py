@@ -123,12 +123,13 @@ def uses_channels_last(model) -> bool:
 
 
 def split_parameters(model, params=None):
-    """(main parameters, aux parameters): entropy-bottleneck quantiles go to the aux optimizer."""
+    """(main parameters, aux parameters): entropy-bottleneck quantiles go to the aux optimizer.
+    With ``params`` given, only those are trained (the quantiles too only if among them)."""
     named = dict(model.named_parameters())
     chosen = set(id(p) for p in params) if params is not None else None
     main = [p for n, p in named.items() if not n.endswith("quantiles") and p.requires_grad
             and (chosen is None or id(p) in chosen)]
-    aux = [p for n, p in named.items() if n.endswith("quantiles")]
+    aux = [p for n, p in named.items() if n.endswith("quantiles") and (chosen is None or id(p) in chosen)]
     return main, aux
 
 

@@ -1,0 +1,219 @@
+"""Liao et al., *Efficient Decoder for Learned Image Compression via Structured Pruning*
+(chapter ``01_liao``).
+
+Algorithm 1: for each hidden layer of the synthesis transform ``g_s`` (last to first), estimate
+each channel's *effectiveness* as the range of its activation over decoder inputs — the
+activation reached by gradient **ascent** on the input minus the one reached by gradient
+**descent** — remove the least effective channels, then fine-tune the pruned decoder.
+
+Choices the slides leave open (stated in the chapter):
+
+- activation of channel j = spatial mean of its feature map after the layer's IGDN;
+- the input starts at ``x0`` = quantised latents ŷ of training crops and stays inside the box
+  [min, max] of those latents, per latent channel (projected gradient steps), so the range
+  is measured over plausible decoder inputs, not arbitrary tensors;
+- steps are ``η · g / mean|g|`` (the slides give no η; normalising the gradient makes one η work
+  for every layer); ascent and descent each run at most ``iters`` steps from ``x0``, stopping
+  early when the objective moves less than ``tol`` (relative) over 5 steps;
+- all channels of a layer are optimised at once as one batch (one input copy per channel);
+- the paper's ``r`` is the fraction of **decoder parameters** removed; every hidden layer keeps
+  the same fraction of its channels, the fraction found by search so the decoder shrinks by r.
+
+Importance criteria share one signature ``(model, layer, x0) -> scores`` (higher = keep), so
+activation range, L1-norm and random selection are interchangeable.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+from compressai.layers import GDN
+from torch import nn
+
+from . import surgery
+from .evaluate import macs, parameter_count
+
+
+def hidden_layers(model) -> list:
+    """[(conv, gdn, next_conv)] module names of g_s's hidden layers, first to last."""
+    names = [f"g_s.{i}" for i, _ in enumerate(model.g_s)]
+    mods = list(model.g_s)
+    layers = []
+    for i, m in enumerate(mods[:-1]):
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and i + 2 < len(mods) and isinstance(mods[i + 1], GDN):
+            layers.append((names[i], names[i + 1], names[i + 2]))
+    if not layers:
+        raise ValueError(f"{type(model).__name__}.g_s has no (conv, GDN, conv) hidden layers to prune")
+    return layers
+
+
+def _prefix(model, layer: int):
+    """g_s up to and including the GDN of hidden layer ``layer``."""
+    _, gdn, _ = hidden_layers(model)[layer]
+    stop = int(gdn.rsplit(".", 1)[1])
+    return nn.Sequential(*list(model.g_s)[: stop + 1])
+
+
+@torch.no_grad()
+def latents(model, images: torch.Tensor) -> torch.Tensor:
+    """Quantised latents ŷ = round(g_a(x)) of a batch of images: the decoder's real inputs."""
+    model.eval()
+    return torch.round(model.g_a(images))
+
+
+def _optimise(f, x0, lo, hi, sign, iters, lr, tol):
+    """Projected, normalised gradient ascent (sign=+1) or descent (-1) of f(x) (one value per
+    leading index of x) inside the box [lo, hi]."""
+    x = x0.clone().requires_grad_(True)
+    history = []
+    for _ in range(iters):
+        obj = f(x)
+        (grad,) = torch.autograd.grad(obj.sum(), x)
+        with torch.no_grad():
+            scale = grad.abs().flatten(1).mean(1).clamp_min(1e-12).view(-1, *[1] * (grad.dim() - 1))
+            x += sign * lr * grad / scale
+            x.copy_(torch.max(torch.min(x, hi), lo))
+        history.append(obj.detach())
+        if len(history) > 5:
+            change = (history[-1] - history[-6]).abs() / history[-6].abs().clamp_min(1e-6)
+            if change.max() < tol:
+                break
+    with torch.no_grad():
+        return f(x)
+
+
+def activation_range(model, layer: int, x0: torch.Tensor, iters: int = 50, lr: float = 0.05,
+                     tol: float = 1e-3) -> torch.Tensor:
+    """Effectiveness e_j = max_x h_j(x) − min_x h_j(x) of every channel of hidden ``layer``.
+
+    ``x0``: decoder inputs (B, M, h, w), e.g. :func:`latents` of training crops. One copy of the
+    inputs per channel is optimised, all channels in one batch; channel j's objective is its
+    mean activation over its copy (B inputs and all positions).
+    """
+    if x0 is None:
+        raise ValueError("activation range needs decoder inputs x0 (e.g. lic.liao.latents(model, crops))")
+    net = _prefix(model, layer).eval()
+    frozen = [p.requires_grad for p in net.parameters()]
+    for p in net.parameters():
+        p.requires_grad_(False)
+    channels = surgery.shape_of(model.get_submodule(hidden_layers(model)[layer][0]))[1]
+    b = x0.shape[0]
+    lo = x0.amin(dim=(0, 2, 3)).view(1, 1, -1, 1, 1)
+    hi = x0.amax(dim=(0, 2, 3)).view(1, 1, -1, 1, 1)
+    start = x0.unsqueeze(0).repeat(channels, 1, 1, 1, 1)  # (C, B, M, h, w)
+    idx = torch.arange(channels)
+
+    def f(x):
+        h = net(x.flatten(0, 1))                                 # (C*B, C, H, W)
+        h = h.view(channels, b, channels, *h.shape[-2:])
+        return h[idx, :, idx].mean(dim=(1, 2, 3))                # channel j in copy j
+
+    try:
+        top = _optimise(f, start, lo, hi, +1, iters, lr, tol)
+        bottom = _optimise(f, start, lo, hi, -1, iters, lr, tol)
+    finally:
+        for p, g in zip(net.parameters(), frozen):
+            p.requires_grad_(g)
+    return (top - bottom).detach()
+
+
+def l1_norm(model, layer: int, x0=None) -> torch.Tensor:
+    """L1-norm of each output channel's filter (Li et al. 2017), the classic baseline."""
+    conv = model.get_submodule(hidden_layers(model)[layer][0])
+    w = conv.weight.detach()
+    return w.abs().sum(dim=(0, 2, 3)) if isinstance(conv, nn.ConvTranspose2d) else w.abs().sum(dim=(1, 2, 3))
+
+
+def random_scores(seed: int = 0):
+    """A criterion that ranks channels at random (seeded)."""
+    def scores(model, layer: int, x0=None) -> torch.Tensor:
+        conv = model.get_submodule(hidden_layers(model)[layer][0])
+        g = torch.Generator().manual_seed(seed * 1000 + layer)
+        return torch.rand(surgery.shape_of(conv)[1], generator=g)
+    return scores
+
+
+CRITERIA = {"activation range": activation_range, "L1-norm": l1_norm, "random": random_scores(0)}
+
+
+def decoder_parameters(model) -> int:
+    return parameter_count(model.g_s)
+
+
+def decoder_macs(model, height: int, width: int) -> int:
+    """MACs of g_s decoding an image of height x width (latent = image / 16)."""
+    m_in = model.g_s[0].weight.shape[0]
+    return macs(model.g_s, torch.zeros(1, m_in, height // 16, width // 16))
+
+
+def _params_if_kept(model, counts) -> int:
+    """Decoder parameters if hidden layer i keeps counts[i] channels (no surgery)."""
+    layers = hidden_layers(model)
+    width = {conv: c for (conv, _, _), c in zip(layers, counts)}
+    total = 0
+    prev = None
+    for name, m in zip([f"g_s.{i}" for i in range(len(model.g_s))], model.g_s):
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            cin, cout = surgery.shape_of(m)
+            cin = prev if prev is not None else cin
+            cout = width.get(name, cout)
+            k = m.weight.shape[-1] * m.weight.shape[-2]
+            total += cin * cout * k + (cout if m.bias is not None else 0)
+            prev = cout
+        elif isinstance(m, GDN):
+            total += prev + prev * prev
+    return total
+
+
+def keep_counts(model, ratio: float) -> list:
+    """Channels each hidden layer keeps so the decoder loses ``ratio`` of its parameters
+    (same kept fraction in every layer, closest achievable)."""
+    if not 0 <= ratio < 1:
+        raise ValueError(f"pruning ratio must be in [0, 1), got {ratio}")
+    widths = [surgery.shape_of(model.get_submodule(c))[1] for c, _, _ in hidden_layers(model)]
+    full = _params_if_kept(model, widths)
+    best = None
+    for step in range(1001):
+        frac = step / 1000
+        counts = [max(1, round(w * frac)) for w in widths]
+        removed = 1 - _params_if_kept(model, counts) / full
+        if best is None or abs(removed - ratio) < best[0]:
+            best = (abs(removed - ratio), counts)
+    return best[1]
+
+
+def channel_scores(model, criterion, x0=None) -> dict:
+    """{conv name: score per output channel} of every hidden layer of ``model``'s g_s.
+
+    Algorithm 1 scores layers last to first, pruning as it goes. A layer's activations depend
+    only on the layers *before* it, and pruning a layer removes only *its* outputs and the next
+    layer's inputs, so scores computed once on the unpruned decoder are exactly those the
+    algorithm sees (``tests/test_liao.py`` checks this); one estimate then serves every ratio.
+    """
+    return {conv: criterion(model, i, x0) for i, (conv, _, _) in enumerate(hidden_layers(model))}
+
+
+def prune_decoder(model, ratio: float, scores: dict) -> dict:
+    """Remove, in place, the lowest-scoring channels of every hidden layer (last to first) so
+    the decoder loses ``ratio`` of its parameters. Returns the kept channels per layer."""
+    counts = keep_counts(model, ratio)
+    layers = hidden_layers(model)
+    kept = {}
+    for i in reversed(range(len(layers))):
+        conv, gdn, nxt = layers[i]
+        keep = torch.argsort(torch.as_tensor(scores[conv]), descending=True)[: counts[i]].sort().values
+        surgery.remove_channels(model, conv, keep.tolist(), followers=[gdn], consumers=[nxt])
+        kept[conv] = keep.tolist()
+    return {"ratio": ratio, "counts": counts, "kept": kept}
+
+
+@torch.no_grad()
+def decode_seconds(model, y_hat: torch.Tensor, repeats: int = 5) -> float:
+    """Median wall time of g_s alone on ``y_hat`` (after one warm-up)."""
+    model.g_s(y_hat)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model.g_s(y_hat)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
