@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import time
 
+from tqdm import tqdm
+
 import torch
 from compressai.layers import GDN
 from torch import nn
@@ -140,10 +142,20 @@ def decoder_parameters(model) -> int:
     return parameter_count(model.g_s)
 
 
-def decoder_macs(model, height: int, width: int) -> int:
-    """MACs of g_s decoding an image of height x width (latent = image / 16)."""
-    m_in = model.g_s[0].weight.shape[0]
-    return macs(model.g_s, torch.zeros(1, m_in, height // 16, width // 16))
+@torch.no_grad()
+def decoder_macs(model, height: int, width: int, gdn: bool = True) -> int:
+    """MACs of g_s decoding an image of height x width (latent = image / 16).
+
+    ``gdn=False`` counts the (transposed) convolutions only, the paper's convention (3618 M for
+    CompressAI's N=128/M=192 decoder at 384x256; IGDN's 1x1 convolutions add 528 M).
+    """
+    x = torch.zeros(1, model.g_s[0].weight.shape[0], height // 16, width // 16)
+    total = 0
+    for layer in model.g_s:
+        if gdn or not isinstance(layer, GDN):
+            total += macs(layer, x)
+        x = layer(x)
+    return total
 
 
 def _params_if_kept(model, counts) -> int:
@@ -217,3 +229,58 @@ def decode_seconds(model, y_hat: torch.Tensor, repeats: int = 5) -> float:
         model.g_s(y_hat)
         times.append(time.perf_counter() - t0)
     return sorted(times)[len(times) // 2]
+
+
+def sweep(base, lmbda: float, criteria: dict, ratios, x0, data, images, scale, run_dir,
+          finetune_steps: int, y_time: torch.Tensor, progress=True) -> list:
+    """The chapter's experiment for one base model: for every criterion and ratio, prune a copy,
+    measure it before fine-tuning (forward pass), fine-tune g_s only (encoder and entropy models
+    frozen: the bitstream does not change), and measure it again with real bitstreams.
+
+    Fine-tuning runs resume from ``run_dir`` (pruning is deterministic, so a rerun rebuilds the
+    same architecture and loads its state). Returns one row per (criterion, ratio), plus r = 0.
+    """
+    import copy
+    from pathlib import Path
+
+    from .evaluate import evaluate, summarize
+    from .train import TrainConfig, train
+
+    run_dir = Path(run_dir)
+    scores = {name: channel_scores(base, fn, x0) for name, fn in criteria.items()}
+    full = decoder_parameters(base)
+
+    def measure(model, name, ratio, before=None, kept=None):
+        row = summarize(model, images, repeats=scale.timing_repeats, timed=min(3, len(images)),
+                        progress=False)
+        return {"lambda": lmbda, "criterion": name, "ratio": ratio,
+                "decoder_params": decoder_parameters(model),
+                "removed": 1 - decoder_parameters(model) / full,
+                "macs_384x256": decoder_macs(model, 256, 384, gdn=False),
+                "macs_384x256_with_gdn": decoder_macs(model, 256, 384),
+                "macs_768x512": decoder_macs(model, 512, 768),
+                "gs_seconds": decode_seconds(model, y_time, scale.timing_repeats),
+                "psnr_before_ft": before, "kept": kept,
+                **{k: row[k] for k in ("psnr", "bpp", "bpp_est", "ms_ssim", "decode_ms", "encode_ms")}}
+
+    rows = [measure(copy.deepcopy(base), "unpruned", 0.0)]
+    rows[0]["psnr_before_ft"] = rows[0]["psnr"]
+    jobs = [(n, r) for n in criteria for r in ratios]
+    for name, ratio in tqdm(jobs, desc=f"prune+fine-tune λ={lmbda}", disable=not progress):
+        model = copy.deepcopy(base)
+        info = prune_decoder(model, ratio, scores[name])
+        before = evaluate(model, images, real=False, progress=False)["mean"]["psnr"]
+        cfg = TrainConfig.from_scale(scale, lmbda, steps=finetune_steps, lr=1e-4, lr_final=1e-5,
+                                     eval_every=0, late_crop=0, late_frac=0.0)
+        tag = f"{name.replace(' ', '_')}-{ratio:.2f}-{lmbda:.4f}"
+        train(model, data, cfg, checkpoint=run_dir / f"{tag}.state.pt",
+              params=list(model.g_s.parameters()), progress=False)
+        rows.append(measure(model, name, ratio, before, info["counts"]))
+    return rows
+
+
+def timing_latent(model, img8) -> torch.Tensor:
+    """ŷ of one test image (padded to a multiple of 64): the input used to time g_s."""
+    from .data import pad_to, to_tensor
+
+    return latents(model, pad_to(to_tensor(img8), 64)[0])

@@ -42,6 +42,8 @@ class Scale:
     test_crop: tuple = ()       # centre-crop test images to (H, W) (smoke: keeps CI fast)
     timing_repeats: int = 5
     pretrained: bool = False    # paper scale: compressai.zoo(pretrained=True)
+    prune_finetune_steps: int = 0  # fine-tuning budget of a pruned model (every pruning chapter)
+    estimate_iters: int = 50       # gradient steps of iterative importance estimates (Liao)
     fast: bool = True           # bf16 autocast + channels_last (see benchmarks/train_speed.py)
     extra: dict = field(default_factory=dict)
 
@@ -61,16 +63,18 @@ SCALES = {
         name="smoke", N=16, M=24, lambdas=(0.0067, 0.0250), train_set="skimage", test_set="skimage",
         crop=64, batch=4, steps=120, finetune_steps=30, lr=1e-3, lr_final=1e-4, checkpoint_every=40,
         eval_every=40, test_limit=2, test_crop=(192, 256), timing_repeats=1,
+        prune_finetune_steps=10, estimate_iters=5,
     ),
     "cpu": Scale(
         name="cpu", N=64, M=96, lambdas=(0.0035, 0.0067, 0.0130, 0.0250), train_set="bsds500",
         test_set="kodak", crop=128, batch=8, steps=30000, finetune_steps=8000, lr=5e-4, lr_final=2e-5,
         late_crop=256, late_frac=0.15, eval_every=2500, checkpoint_every=500, timing_repeats=5,
+        prune_finetune_steps=1000, estimate_iters=50,
     ),
     "paper": Scale(
         name="paper", N=128, M=192, lambdas=(0.0035, 0.0067, 0.0130, 0.0250), train_set="bsds500",
         test_set="kodak", crop=256, batch=16, steps=0, finetune_steps=0, pretrained=True,
-        timing_repeats=5,
+        timing_repeats=5, prune_finetune_steps=20000, estimate_iters=100,
     ),
 }
 

@@ -116,6 +116,21 @@ def fast_cpu(model, enabled=True, channels_last=True):
             model.to(memory_format=torch.contiguous_format)
 
 
+@contextlib.contextmanager
+def only_these_trained(model, params):
+    """Turn off gradients of every parameter not in ``params`` (a frozen encoder costs no
+    backward work); restored on exit. ``params=None`` changes nothing."""
+    keep = None if params is None else {id(p) for p in params}
+    frozen = [] if keep is None else [p for p in model.parameters() if id(p) not in keep and p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+
+
 def uses_channels_last(model) -> bool:
     """cheng2020 models abort with heap corruption under channels_last on torch 2.14 CPU
     (METHOD_NOTES); every other architecture gets it."""
@@ -219,7 +234,8 @@ def train(model, data, cfg: TrainConfig, checkpoint=None, hooks=(), params=None,
     bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not progress, mininterval=2)
     stats = {}
     cl = cfg.channels_last and uses_channels_last(model)
-    with fast_cpu(model, cfg.fast, cl) as to_format:
+    frozen = None if params is None else main_params + aux_params
+    with only_these_trained(model, frozen), fast_cpu(model, cfg.fast, cl) as to_format:
         while step < cfg.steps:
             if stop_after is not None and step >= stop_after:
                 break

@@ -71,3 +71,13 @@ def test_l1_criterion_prefers_the_heavier_filter(model):
     with torch.no_grad():
         model.g_s[2].weight[:, 3] = 0
     assert liao.l1_norm(model, 1).argmin() == 3
+
+
+def test_paper_setup_facts_of_compressai_quality_3_decoder():
+    """The slides' 1.49 M parameters and 3618 M FLOPs are CompressAI's bmshj2018-hyperprior
+    (N=128, M=192) g_s: its parameter count and transposed-conv MACs at 384x256."""
+    from compressai.models import ScaleHyperprior
+
+    m = ScaleHyperprior(128, 192)
+    assert liao.decoder_parameters(m) == 1_493_123
+    assert round(liao.decoder_macs(m, 256, 384, gdn=False) / 1e6) == 3618

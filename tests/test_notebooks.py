@@ -42,6 +42,25 @@ def test_baselines_results(executed):
     assert {r["anchor"] for r in res["bd"]} >= {"WebP (Pillow, here)"}
 
 
+def test_liao_results(executed):
+    res = executed["01_liao"]
+    rows = res["rows"]
+    for lam in res["lambdas"]:
+        mine = [r for r in rows if r["lambda"] == lam]
+        ref = next(r for r in mine if r["criterion"] == "unpruned")
+        for name in res["criteria"]:
+            sweep = sorted((r for r in mine if r["criterion"] == name), key=lambda r: r["ratio"])
+            assert [r["ratio"] for r in sweep] == sorted(res["ratios"])
+            params = [ref["decoder_params"]] + [r["decoder_params"] for r in sweep]
+            assert all(a > b for a, b in zip(params, params[1:])), "parameters strictly decrease with r"
+            macs = [ref["macs_384x256"]] + [r["macs_384x256"] for r in sweep]
+            assert all(a > b for a, b in zip(macs, macs[1:]))
+            for r in sweep:  # only g_s was fine-tuned: the bitstream and its rate are unchanged
+                assert r["bpp"] == pytest.approx(ref["bpp"], abs=1e-9)
+                assert abs(r["removed"] - r["ratio"]) < 0.05
+    assert res["verdicts"]["quality"] in {"reproduced", "partly reproduced", "not reproduced"}
+
+
 def test_every_chapter_wrote_its_environment(executed):
     for name, res in executed.items():
         assert res["notebook"] == name and res["environment"]["threads"] >= 1
