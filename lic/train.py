@@ -14,6 +14,7 @@ import csv
 import math
 import os
 import random
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -188,8 +189,6 @@ def train(model, data, cfg: TrainConfig, checkpoint=None, hooks=(), params=None,
 
     Returns the learning curve: a list of dicts (step, wall time, losses, evaluation).
     """
-    import time
-
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
