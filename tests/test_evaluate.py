@@ -32,6 +32,19 @@ def test_bd_rate_of_a_10_percent_cheaper_codec():
     assert better["bd_psnr"] == pytest.approx(0.5, abs=1e-6)
 
 
+def test_bd_rate_of_a_short_curve_against_a_long_sweep():
+    """A 4-point codec inside a 12-point classical sweep: trimmed to the overlap, still exact."""
+    import numpy as np
+
+    bpp = np.geomspace(0.05, 3.0, 12)
+    anchor = {"bpp": bpp, "psnr": 10 * np.log10(bpp) + 40}  # log-linear: interpolation is exact
+    psnr = np.array([31.0, 32.0, 33.5, 35.0])
+    test = {"bpp": 0.8 * 10 ** ((psnr - 40) / 10), "psnr": psnr}
+    res = ev.bd(anchor, test)
+    assert res["overlap_psnr"] > 0.75
+    assert res["bd_rate"] == pytest.approx(-20.0, abs=1e-6)
+
+
 def test_bd_without_overlap_is_nan_not_an_error():
     res = ev.bd({"bpp": [0.1, 0.2], "psnr": [20, 22]}, {"bpp": [1.0, 2.0], "psnr": [40, 42]})
     assert math.isnan(res["bd_rate"]) and res["overlap_psnr"] == 0
