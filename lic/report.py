@@ -6,7 +6,6 @@
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 import platform
@@ -139,10 +138,3 @@ def rd_plot(curves, ax=None, metric="psnr", title=None, xlim=None):
         ax.set_title(title)
     ax.legend(fontsize=8, loc="lower right")
     return ax
-
-
-def markdown_table(df: pd.DataFrame, floatfmt=".3g") -> str:
-    """A pandas table as Markdown (for glue into prose)."""
-    buf = io.StringIO()
-    df.to_markdown(buf, index=False, floatfmt=floatfmt)
-    return buf.getvalue()

@@ -8,7 +8,7 @@ Every notebook takes ``scale`` as a papermill parameter and calls :func:`get_sca
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 ARCHS = ("bmshj2018-hyperprior", "mbt2018-mean", "mbt2018", "cheng2020-attn")
 
@@ -45,7 +45,6 @@ class Scale:
     prune_finetune_steps: int = 0  # fine-tuning budget of a pruned model (every pruning chapter)
     estimate_iters: int = 50       # gradient steps of iterative importance estimates (Liao)
     fast: bool = True           # bf16 autocast + channels_last (see benchmarks/train_speed.py)
-    extra: dict = field(default_factory=dict)
 
     def widths(self, arch: str) -> dict:
         """Constructor widths for ``arch`` at this scale."""
