@@ -78,6 +78,7 @@ def evaluate_image(model, img8: np.ndarray, real=True, repeats=1, msssim=True) -
     out = model(xp)
     x_hat = crop_back(out["x_hat"], size).clamp(0, 1)
     row = {"height": h, "width": w, "bpp_est": bpp_from_likelihoods(out["likelihoods"], h * w),
+           **{f"bpp_est_{k}": bpp_from_likelihoods({k: v}, h * w) for k, v in out["likelihoods"].items()},
            "psnr_forward": psnr(x_hat, x)}
     if real:
         model(xp)  # warm-up of the same shapes
@@ -94,6 +95,8 @@ def evaluate_image(model, img8: np.ndarray, real=True, repeats=1, msssim=True) -
                                f"dB apart; PSNR {real_psnr:.2f} vs {row['psnr_forward']:.2f} dB): the decoder's "
                                "bitstream path differs from forward(); after surgery call "
                                "model.update(force=True) and check every pruned layer")
+        for key, strings in zip(out["likelihoods"], enc["strings"]):  # y, z: CompressAI's order
+            row[f"bpp_{key}"] = 8 * bitstream_bytes([strings]) / (h * w)
         row.update(bpp=8 * bitstream_bytes(enc["strings"]) / (h * w), psnr=real_psnr,
                    decode_vs_forward_db=match, encode_ms=1e3 * enc_s, decode_ms=1e3 * dec_s)
     else:
@@ -180,6 +183,7 @@ def bd(anchor: dict, test: dict, min_overlap=0.75) -> dict:
     must cover at least ``min_overlap`` of the *shorter* curve's range (the package's own check
     divides by the union of both ranges, so a 4-point codec inside a 19-point WebP sweep or
     beside CompressAI's 8 sparse qualities would never qualify). Otherwise NaN, with the overlap.
+    NaN too when PSNR does not rise strictly with rate along either curve (``monotonic`` False).
     """
     import warnings
 
@@ -191,7 +195,10 @@ def bd(anchor: dict, test: dict, min_overlap=0.75) -> dict:
         raise ValueError("BD metrics need at least two rate–distortion points per curve")
     method = "akima" if min(len(ra), len(rt)) >= 4 else "pchip"
     out = {"overlap_psnr": _overlap(da, dt), "overlap_rate": _overlap(np.log10(ra), np.log10(rt)),
-           "bd_rate": float("nan"), "bd_psnr": float("nan"), "method": method}
+           "bd_rate": float("nan"), "bd_psnr": float("nan"), "method": method,
+           "monotonic": bool(np.all(np.diff(da) > 0) and np.all(np.diff(dt) > 0))}
+    if not out["monotonic"]:  # quality must rise with rate, or the integrals mean nothing
+        return out
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if out["overlap_psnr"] >= min_overlap:

@@ -2,7 +2,11 @@
 model so its layers match the (possibly non-uniform) widths of a saved state dict.
 
 Layer kinds: ``Conv2d`` (and CompressAI's ``MaskedConv2d``), ``ConvTranspose2d``, ``GDN``/``IGDN``
-(``beta[k]``, ``gamma[k][:, k]``) and ``EntropyBottleneck`` (one factorized density per channel).
+(``beta[k]``, ``gamma[k][:, k]``), ``EntropyBottleneck`` (one factorized density per channel) and
+sub-pixel units ``Sequential(Conv2d, PixelShuffle(r))`` (output channel c is made of the r² conv
+channels c·r² … c·r²+r²−1, kept or removed together).
+
+:func:`fold_1x1` merges a following bias-free 1×1 convolution (ResRep's compactor) into a layer.
 """
 from __future__ import annotations
 
@@ -27,7 +31,11 @@ def _conv_like(m: nn.Module, in_ch: int, out_ch: int) -> nn.Module:
 
 
 def shape_of(module: nn.Module) -> tuple:
-    """(in_channels, out_channels) of a conv, (C, C) of a GDN, (C, C) of an EntropyBottleneck."""
+    """(in_channels, out_channels) of a conv, (C, C) of a GDN, (C, C) of an EntropyBottleneck,
+    (in, shuffled out) of a sub-pixel unit."""
+    if is_subpel(module):
+        cin, cout = shape_of(module[0])
+        return cin, cout // module[1].upscale_factor ** 2
     if isinstance(module, nn.ConvTranspose2d):
         return module.weight.shape[0], module.weight.shape[1]
     if isinstance(module, nn.Conv2d):
@@ -52,7 +60,7 @@ def fresh_like(module: nn.Module, in_ch: int, out_ch: int) -> nn.Module:
     raise TypeError(f"cannot resize {type(module).__name__}")
 
 
-def _set(model: nn.Module, name: str, new: nn.Module) -> None:
+def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, new)
 
@@ -88,7 +96,7 @@ def resize_to(model: nn.Module, state: dict) -> nn.Module:
         except KeyError:
             continue
         if stored is not None and tuple(stored) != tuple(shape_of(module)):
-            _set(model, name, fresh_like(module, *stored))
+            set_module(model, name, fresh_like(module, *stored))
     return model
 
 
@@ -102,10 +110,30 @@ def channel_config(model: nn.Module) -> dict:
 # channel selection (physical removal)
 
 
+def is_subpel(module: nn.Module) -> bool:
+    """``Sequential(Conv2d, PixelShuffle)``: CompressAI's ``subpel_conv3x3``."""
+    return (isinstance(module, nn.Sequential) and len(module) == 2
+            and isinstance(module[0], nn.Conv2d) and isinstance(module[1], nn.PixelShuffle))
+
+
+def _subpel_channels(keep, r2: int) -> torch.Tensor:
+    """The conv channels behind shuffled channels ``keep`` (each one's r² sub-positions)."""
+    keep = torch.as_tensor(keep, dtype=torch.long)
+    return (keep[:, None] * r2 + torch.arange(r2)).reshape(-1)
+
+
 @torch.no_grad()
 def select_out(module: nn.Module, keep) -> nn.Module:
     """A copy of ``module`` that produces only the output channels ``keep``."""
     keep = torch.as_tensor(keep, dtype=torch.long)
+    if is_subpel(module):
+        r = module[1].upscale_factor
+        return nn.Sequential(select_out(module[0], _subpel_channels(keep, r * r)), nn.PixelShuffle(r))
+    if isinstance(module, EntropyBottleneck):
+        new = fresh_like(module, len(keep), len(keep))
+        for name, p in module.named_parameters():  # every parameter is per channel (dim 0)
+            new.get_parameter(name).copy_(p[keep])
+        return new
     cin, _ = shape_of(module)
     if isinstance(module, GDN):
         new = fresh_like(module, len(keep), len(keep))
@@ -128,6 +156,8 @@ def select_out(module: nn.Module, keep) -> nn.Module:
 def select_in(module: nn.Module, keep) -> nn.Module:
     """A copy of ``module`` that reads only the input channels ``keep``."""
     keep = torch.as_tensor(keep, dtype=torch.long)
+    if is_subpel(module):
+        return nn.Sequential(select_in(module[0], keep), module[1])
     _, cout = shape_of(module)
     if isinstance(module, GDN):
         return select_out(module, keep)
@@ -149,9 +179,41 @@ def remove_channels(model: nn.Module, producer: str, keep, followers=(), consume
     ``followers`` are channel-wise layers on the same channels (GDN/IGDN); ``consumers`` read those
     channels as input. Names are dotted module paths, e.g. ``"g_s.0"``.
     """
-    _set(model, producer, select_out(model.get_submodule(producer), keep))
+    set_module(model, producer, select_out(model.get_submodule(producer), keep))
     for name in followers:
-        _set(model, name, select_out(model.get_submodule(name), keep))
+        set_module(model, name, select_out(model.get_submodule(name), keep))
     for name in consumers:
-        _set(model, name, select_in(model.get_submodule(name), keep))
+        set_module(model, name, select_in(model.get_submodule(name), keep))
     return model
+
+
+@torch.no_grad()
+def fold_1x1(module: nn.Module, q: torch.Tensor) -> nn.Module:
+    """``module`` followed by a bias-free 1×1 convolution with weight ``q`` (out × C [×1×1]), as
+    one layer of the same kind with ``q.shape[0]`` output channels (ResRep's merge).
+
+    Conv2d: W' = q·W over output channels, b' = q·b (ERHP Eqs. 5-6). ConvTranspose2d (weight
+    in × out × k × k): the same product along its output dimension (Eq. 10). Sub-pixel unit
+    (compactor after the shuffle): every sub-position s uses the conv channels s, s+r², … and gets
+    the same q (Eqs. 8-9 with PyTorch's channel order c·r² + s).
+    """
+    q = q.reshape(q.shape[0], q.shape[1]).to(torch.float32)
+    if is_subpel(module):
+        conv, r2 = module[0], module[1].upscale_factor ** 2
+        w = conv.weight.reshape(-1, r2, *conv.weight.shape[1:])           # C x r² x in x k x k
+        new = fresh_like(conv, conv.weight.shape[1], q.shape[0] * r2)
+        new.weight.copy_(torch.einsum("oc,cs...->os...", q, w).reshape(new.weight.shape))
+        if conv.bias is not None:
+            new.bias.copy_((q @ conv.bias.reshape(-1, r2)).reshape(-1))
+        return nn.Sequential(new, nn.PixelShuffle(module[1].upscale_factor))
+    if isinstance(module, nn.ConvTranspose2d):
+        new = fresh_like(module, module.weight.shape[0], q.shape[0])
+        new.weight.copy_(torch.einsum("oc,ic...->io...", q, module.weight))
+    elif isinstance(module, nn.Conv2d):
+        new = fresh_like(module, module.weight.shape[1], q.shape[0])
+        new.weight.copy_(torch.einsum("oc,c...->o...", q, module.weight))
+    else:
+        raise TypeError(f"cannot fold a 1x1 convolution into {type(module).__name__}")
+    if module.bias is not None:
+        new.bias.copy_(q @ module.bias)
+    return new

@@ -80,10 +80,17 @@ class Hook:
 
 
 def rd_loss(out, x, lmbda):
-    """{'bpp', 'mse', 'loss'}: R + λ·255²·MSE with R in bits per pixel (CompressAI's convention)."""
+    """{'bpp', 'mse', 'loss'}: R + λ·255²·MSE with R in bits per pixel (CompressAI's convention).
+
+    ``out["x_hat"] is None`` means the reconstruction does not depend on what is trained (e.g. a
+    hyper path under a frozen main path, :class:`lic.luo.RatePath`): the loss is the rate alone.
+    """
     n, _, h, w = x.shape
     bpp = sum(torch.log(lik.float()).sum() for lik in out["likelihoods"].values()) / (-math.log(2) * n * h * w)
-    mse = torch.mean((out["x_hat"].float() - x.float()) ** 2)
+    if out["x_hat"] is None:
+        mse = torch.zeros((), device=bpp.device)
+    else:
+        mse = torch.mean((out["x_hat"].float() - x.float()) ** 2)
     return {"bpp": bpp, "mse": mse, "loss": bpp + lmbda * 255 ** 2 * mse}
 
 
@@ -135,7 +142,7 @@ def only_these_trained(model, params):
 def uses_channels_last(model) -> bool:
     """cheng2020 models abort with heap corruption under channels_last on torch 2.14 CPU
     (METHOD_NOTES); every other architecture gets it."""
-    return "Cheng2020" not in type(model).__name__
+    return not any("Cheng2020" in type(m).__name__ for m in model.modules())
 
 
 def split_parameters(model, params=None):

@@ -52,6 +52,14 @@ def test_bd_without_overlap_is_nan_not_an_error():
         ev.bd({"bpp": [0.1], "psnr": [20]}, {"bpp": [0.1, 0.2], "psnr": [20, 22]})
 
 
+def test_bd_of_a_curve_whose_quality_falls_with_rate_is_nan():
+    good = {"bpp": [0.1, 0.2, 0.4], "psnr": [28.0, 30.0, 32.0]}
+    bent = {"bpp": [0.1, 0.2, 0.4], "psnr": [28.0, 31.0, 30.5]}
+    res = ev.bd(good, bent)
+    assert not res["monotonic"] and math.isnan(res["bd_rate"]) and math.isnan(res["bd_psnr"])
+    assert ev.bd(good, good)["monotonic"] and ev.bd(good, good)["bd_rate"] == pytest.approx(0, abs=1e-9)
+
+
 def test_macs_of_conv_and_transposed_conv_match_a_hand_count():
     conv = torch.nn.Conv2d(3, 8, 5, stride=2, padding=2)
     assert ev.macs(conv, torch.zeros(1, 3, 32, 32)) == 8 * 16 * 16 * 3 * 5 * 5

@@ -61,6 +61,26 @@ def test_liao_results(executed):
     assert res["verdicts"]["quality"] in {"reproduced", "partly reproduced", "not reproduced"}
 
 
+def test_luo_results(executed):
+    res = executed["02_luo"]
+    rows = res["rows"]
+    variants = {"original", "ERHP", "uniform", "half", "original + training"}
+    for arch in res["archs"]:
+        for lam in res["lambdas"]:
+            mine = {r["variant"]: r for r in rows if r["arch"] == arch and r["lambda"] == lam}
+            assert set(mine) == variants
+            orig, erhp = mine["original"], mine["ERHP"]
+            assert erhp["hyper_params"] < orig["hyper_params"] and erhp["params"] < orig["params"]
+            assert mine["original + training"]["params"] == orig["params"]
+            assert abs(mine["uniform"]["hyper_params"] / erhp["hyper_params"] - 1) < 0.1  # same size
+            for r in mine.values():
+                assert r["bpp_y"] + r["bpp_z"] == pytest.approx(r["bpp"])
+                if arch != "cheng2020-attn":  # frozen main path, no context model: same image
+                    assert r["psnr"] == pytest.approx(orig["psnr"], abs=1e-9)
+    assert {row["arch"] for row in res["table1"] if row.get("bpp_erhp (ours)") is not None} == set(res["archs"])
+    assert set(res["verdicts"].values()) <= {"reproduced", "partly reproduced", "not reproduced"}
+
+
 def test_every_chapter_wrote_its_environment(executed):
     for name, res in executed.items():
         assert res["notebook"] == name and res["environment"]["threads"] >= 1

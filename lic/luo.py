@@ -1,0 +1,422 @@
+"""Luo et al. (ERHP): ResRep compactor pruning of the hyper path (h_a, h_s) of a hyperprior codec.
+
+ResRep (Ding et al. 2021) puts a *compactor* — a bias-free 1×1 convolution initialised to the
+identity — after every layer to prune, trains with a group lasso on the compactor's rows while the
+task gradient of *masked* rows is zeroed (so those rows only shrink), then folds each compactor
+into its layer and removes the masked channels. ERHP adds compactors for transposed convolutions
+(folded along the weight's output dimension, Eq. 10) and for sub-pixel convolutions (the compactor
+sits after the PixelShuffle; the r² conv channels of one shuffled channel go together, Eqs. 7-9).
+
+Here:
+
+- :func:`add_compactors` / :func:`merge` — compactors after every hyper-path unit except the last of
+  h_s (its width is fixed by the entropy model of y); the fold itself is
+  :func:`lic.surgery.fold_1x1`, the removal :func:`lic.surgery.remove_channels`.
+- :class:`ResRep` — the gradient rule (a :class:`lic.train.Hook`) and the mask schedule: every
+  ``every`` steps after ``start``, rows are ranked by L2 norm over all compactors and, from full
+  widths again, masked in that order until ``target`` of the hyper path's parameters would be
+  removed, at most ``per_update`` more than before, at least ``min_keep`` channels per layer.
+- :class:`RatePath` — training the hyper path with the main path (and any context model) frozen:
+  the distortion does not depend on the hyper path, so the loss is the rate of y and z only and
+  g_s is never run.
+- :func:`erhp`, :func:`uniform` — the chapter's two pruning procedures, resumable.
+
+Adam normalises gradients: a masked row moves by about the learning rate per step whatever the
+lasso strength, so rows do not reach ResRep's 1e-5 norm threshold in a short run. :func:`merge`
+therefore removes the *masked* channels and reports the norms they still had; the chapter shows
+what that removal costs before fine-tuning.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from compressai.models import MeanScaleHyperprior
+from torch import nn
+
+from . import surgery
+from .train import Hook, TrainConfig, train
+
+
+class Compactor(nn.Conv2d):
+    """ResRep's compactor: 1×1 convolution C→C without bias, identity at start, and a 0/1 mask per
+    output row (a buffer, so it is saved and resumed with the model)."""
+
+    def __init__(self, channels: int):
+        super().__init__(channels, channels, 1, bias=False)
+        with torch.no_grad():
+            self.weight.copy_(torch.eye(channels).reshape(channels, channels, 1, 1))
+        self.register_buffer("mask", torch.ones(channels))
+
+    def row_norms(self) -> torch.Tensor:
+        return self.weight.detach().flatten(1).norm(dim=1)
+
+
+class Compacted(nn.Module):
+    """A hyper-path unit followed by its compactor."""
+
+    def __init__(self, layer: nn.Module, channels: int):
+        super().__init__()
+        self.layer = layer
+        self.compactor = Compactor(channels)
+
+    def forward(self, x):
+        return self.compactor(self.layer(x))
+
+
+def _is_unit(m: nn.Module) -> bool:
+    return isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, Compacted)) or surgery.is_subpel(m)
+
+
+def hyper_units(model) -> list:
+    """Names of the hyper path's convolution units in data order: h_a's, then h_s's (a sub-pixel
+    unit ``Sequential(conv, PixelShuffle)`` counts as one). Activations sit between them."""
+    names = []
+    for part in ("h_a", "h_s"):
+        seq = getattr(model, part)
+        names += [f"{part}.{i}" for i, m in enumerate(seq) if _is_unit(m)]
+    return names
+
+
+def prunable_units(model) -> list:
+    """Every hyper-path unit but the last of h_s."""
+    return hyper_units(model)[:-1]
+
+
+def _out_channels(unit: nn.Module) -> int:
+    if isinstance(unit, Compacted):
+        return unit.compactor.weight.shape[0]
+    return surgery.shape_of(unit)[1]
+
+
+def add_compactors(model) -> nn.Module:
+    """Put a compactor after every prunable unit, in place. The model computes the same function."""
+    for name in prunable_units(model):
+        unit = model.get_submodule(name)
+        if not isinstance(unit, Compacted):
+            surgery.set_module(model, name, Compacted(unit, _out_channels(unit)))
+    return model
+
+
+def compactors(model) -> dict:
+    """{unit name: Compactor} of a model with compactors."""
+    return {n: model.get_submodule(n).compactor for n in prunable_units(model)
+            if isinstance(model.get_submodule(n), Compacted)}
+
+
+def hyper_modules(model) -> list:
+    return [model.h_a, model.h_s, model.entropy_bottleneck]
+
+
+def hyper_parameters(model) -> list:
+    """The parameters ERHP trains: h_a, h_s (compactors included) and the entropy bottleneck."""
+    return [p for m in hyper_modules(model) for p in m.parameters()]
+
+
+def hyper_size(model) -> int:
+    """Parameters of the hyper path (h_a, h_s, entropy bottleneck), compactors not counted."""
+    n = sum(p.numel() for p in hyper_parameters(model))
+    return n - sum(c.weight.numel() for c in compactors(model).values())
+
+
+def _unit_params(unit: nn.Module, cin: int, cout: int) -> int:
+    if isinstance(unit, Compacted):
+        unit = unit.layer
+    r2 = 1
+    if surgery.is_subpel(unit):
+        unit, r2 = unit[0], unit[1].upscale_factor ** 2
+    k = unit.weight[0, 0].numel()
+    return cin * cout * r2 * k + (cout * r2 if unit.bias is not None else 0)
+
+
+def widths(model) -> dict:
+    """{unit name: output channels} of every hyper-path unit (after a merge: the kept widths)."""
+    return {n: _out_channels(model.get_submodule(n)) for n in hyper_units(model)}
+
+
+def hyper_size_for(model, kept: dict) -> int:
+    """Hyper-path parameters if the prunable units had the widths ``kept`` (others unchanged)."""
+    names = hyper_units(model)
+    first = model.get_submodule(names[0])
+    first = first.layer if isinstance(first, Compacted) else first
+    cin = (first[0] if surgery.is_subpel(first) else first).weight.shape[
+        0 if isinstance(first, nn.ConvTranspose2d) else 1]
+    eb = model.entropy_bottleneck
+    per_channel = sum(p[0].numel() for p in eb.parameters())
+    total, full = 0, widths(model)
+    for name in names:
+        cout = kept.get(name, full[name])
+        total += _unit_params(model.get_submodule(name), cin, cout)
+        cin = cout
+    return total + per_channel * kept.get(z_unit(model), full[z_unit(model)])
+
+
+def z_unit(model) -> str:
+    """The unit producing z (h_a's last): its channels are the entropy bottleneck's."""
+    return [n for n in hyper_units(model) if n.startswith("h_a.")][-1]
+
+
+def _consumer(model, name: str) -> str:
+    names = hyper_units(model)
+    nxt = names[names.index(name) + 1]
+    return f"{nxt}.layer" if isinstance(model.get_submodule(nxt), Compacted) else nxt
+
+
+def update_masks(model, target: float, per_update: int, min_keep: int) -> float:
+    """ResRep's mask schedule step; returns the fraction of hyper-path parameters the masks remove.
+
+    From full widths, rows are masked in order of increasing L2 norm (over all compactors) until
+    ``target`` of the hyper path's parameters would be removed, at most ``per_update`` more rows
+    than are masked now, never leaving fewer than ``min_keep`` channels in a layer. A row masked
+    before can come back.
+    """
+    comps = compactors(model)
+    full = hyper_size_for(model, {})
+    already = int(sum((c.mask == 0).sum().item() for c in comps.values()))
+    rows = sorted((float(v), name, j) for name, c in comps.items() for j, v in enumerate(c.row_norms()))
+    kept = {name: c.weight.shape[0] for name, c in comps.items()}
+    masks = {name: torch.ones_like(c.mask) for name, c in comps.items()}
+    masked = 0
+    for _, name, j in rows:
+        if 1 - hyper_size_for(model, kept) / full >= target or masked >= already + per_update:
+            break
+        if kept[name] - 1 < min_keep:
+            continue
+        kept[name] -= 1
+        masks[name][j] = 0
+        masked += 1
+    for name, c in comps.items():
+        c.mask.copy_(masks[name])
+    return 1 - hyper_size_for(model, kept) / full
+
+
+class ResRep(Hook):
+    """ResRep's training rule on the compactors of ``model``.
+
+    After ``loss.backward()``: each compactor row's task gradient is multiplied by its mask and
+    every row gets ``strength · W_j / ‖W_j‖`` (Eq. 11's group lasso; masked rows get only that).
+    After the optimizer step: masks are updated every ``every`` steps from step ``start``.
+    """
+
+    def __init__(self, target=0.7, strength=1e-9, start=100, every=100, per_update=20, min_keep=1):
+        self.target, self.strength = target, strength
+        self.start, self.every, self.per_update, self.min_keep = start, every, per_update, min_keep
+        self.history = []
+
+    def after_backward(self, model, step):
+        for c in compactors(_inner(model)).values():
+            if c.weight.grad is None:
+                continue
+            w = c.weight.detach()
+            norms = w.flatten(1).norm(dim=1).clamp_min(1e-12).reshape(-1, 1, 1, 1)
+            c.weight.grad.mul_(c.mask.reshape(-1, 1, 1, 1)).add_(self.strength * w / norms)
+
+    def after_step(self, model, step):
+        done = step + 1
+        if done >= self.start and (done - self.start) % self.every == 0:
+            removed = update_masks(_inner(model), self.target, self.per_update, self.min_keep)
+            self.history.append({"step": done, "removed": removed})
+
+    def state_dict(self):
+        return {"history": self.history}
+
+    def load_state_dict(self, state):
+        self.history = list(state.get("history", []))
+
+
+def _inner(model):
+    return model.model if isinstance(model, RatePath) else model
+
+
+@torch.no_grad()
+def merge(model) -> dict:
+    """Fold every compactor into its unit and remove the masked channels (in place).
+
+    Returns {unit: kept channel indices} and the largest/mean norm the removed rows still had.
+    """
+    kept, removed_norms = {}, []
+    for name in prunable_units(model):
+        unit = model.get_submodule(name)
+        if not isinstance(unit, Compacted):
+            continue
+        c = unit.compactor
+        keep = torch.nonzero(c.mask).flatten()
+        if len(keep) == 0:
+            keep = c.row_norms().argmax().reshape(1)
+        removed_norms += c.row_norms()[c.mask == 0].tolist()
+        surgery.set_module(model, name, surgery.fold_1x1(unit.layer, c.weight))
+        followers = ["entropy_bottleneck"] if name == z_unit(model) else []
+        surgery.remove_channels(model, name, keep.tolist(), followers=followers,
+                                consumers=[_consumer(model, name)])
+        kept[name] = keep.tolist()
+    return {"kept": kept, "removed_norm_max": max(removed_norms, default=0.0),
+            "removed_norm_mean": sum(removed_norms) / max(len(removed_norms), 1)}
+
+
+class RatePath(nn.Module):
+    """The model's rate with g_a frozen and g_s not run: ``forward`` returns the likelihoods of y
+    and z as the model's own ``forward`` computes them, and ``x_hat=None`` (the distortion does not
+    depend on the hyper path, so :func:`lic.train.rd_loss` counts only the rate)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        m = self.model
+        with torch.no_grad():
+            y = m.g_a(x)
+        z = m.h_a(y if isinstance(m, MeanScaleHyperprior) else torch.abs(y))
+        z_hat, z_lik = m.entropy_bottleneck(z)
+        params = m.h_s(z_hat)
+        gc = m.gaussian_conditional
+        if hasattr(m, "context_prediction"):
+            y_hat = gc.quantize(y, "noise" if self.training else "dequantize")
+            params = m.entropy_parameters(torch.cat((params, m.context_prediction(y_hat)), dim=1))
+        if isinstance(m, MeanScaleHyperprior):
+            scales, means = params.chunk(2, 1)
+            _, y_lik = gc(y, scales, means=means)
+        else:
+            _, y_lik = gc(y, params)
+        return {"x_hat": None, "likelihoods": {"y": y_lik, "z": z_lik}}
+
+    def aux_loss(self):
+        return self.model.aux_loss()
+
+
+def _train_hyper(model, data, cfg, checkpoint, hooks=(), progress=True, desc="hyper path"):
+    return train(RatePath(model), data, cfg, checkpoint=checkpoint, hooks=hooks,
+                 params=hyper_parameters(model), progress=progress, desc=desc)
+
+
+def stage_configs(scale, lmbda, steps: int, finetune_steps: int):
+    """(pruning stage, fine-tuning stage) configs: hyper path only, rate loss, no evaluation."""
+    common = dict(eval_every=0, late_crop=0, late_frac=0.0)
+    return (TrainConfig.from_scale(scale, lmbda, steps=steps, lr=5e-4, lr_final=1e-4, **common),
+            TrainConfig.from_scale(scale, lmbda, steps=finetune_steps, lr=1e-4, lr_final=1e-5, **common))
+
+
+def erhp(base, lmbda, data, scale, run_dir, steps: int, finetune_steps: int, target=0.7,
+         strength=1e-9, every=None, per_update=None, min_keep=1, progress=True, tag=""):
+    """ERHP on a copy of ``base``: compactors, ResRep training of the hyper path (main path frozen),
+    merge and removal, fine-tuning. Resumable per stage.
+
+    Returns (fine-tuned model, merged model before fine-tuning, info: kept channels, widths, mask
+    schedule, norms the removed rows still had)."""
+    run_dir = Path(run_dir)
+    model = add_compactors(copy.deepcopy(base))
+    every = every or max(1, steps // 30)
+    channels = sum(c.weight.shape[0] for c in compactors(model).values())
+    per_update = per_update or max(1, round(channels * 0.7 / 10))   # ~10 updates to the target
+    hook = ResRep(target, strength, start=every, every=every, per_update=per_update, min_keep=min_keep)
+    first, second = stage_configs(scale, lmbda, steps, finetune_steps)
+    _train_hyper(model, data, first, run_dir / f"erhp{tag}-{lmbda:.4f}-resrep.state.pt", [hook],
+                 progress, desc=f"ERHP ResRep λ={lmbda}")
+    info = merge(model)
+    info.update(mask_history=hook.history, widths=widths(model), every=every, per_update=per_update)
+    merged = copy.deepcopy(model)
+    _train_hyper(model, data, second, run_dir / f"erhp{tag}-{lmbda:.4f}-finetune.state.pt",
+                 progress=progress, desc=f"ERHP fine-tune λ={lmbda}")
+    return model, merged, info
+
+
+@torch.no_grad()
+def uniform_widths(model, size: int) -> dict:
+    """Uniform prunable widths (the same fraction of every layer) whose hyper path has the
+    parameter count closest to ``size``."""
+    full = {n: _out_channels(model.get_submodule(n)) for n in prunable_units(model)}
+
+    def at(f):
+        return {n: max(1, round(f * w)) for n, w in full.items()}
+    best = min((abs(hyper_size_for(model, at(f / 512)) - size), f) for f in range(1, 513))
+    return at(best[1] / 512)
+
+
+@torch.no_grad()
+def slice_uniform(model, kept_widths: dict) -> dict:
+    """Keep, in every prunable unit, the ``kept_widths[unit]`` output channels with the largest
+    filter L2 norm (in place; last to first). Returns the kept indices."""
+    kept = {}
+    for name in reversed(prunable_units(model)):
+        unit = model.get_submodule(name)
+        w = unit[0].weight if surgery.is_subpel(unit) else unit.weight
+        if isinstance(unit, nn.ConvTranspose2d):
+            norms = w.transpose(0, 1).flatten(1).norm(dim=1)
+        else:
+            norms = w.flatten(1).norm(dim=1)
+            if surgery.is_subpel(unit):
+                norms = norms.reshape(-1, unit[1].upscale_factor ** 2).norm(dim=1)
+        keep = torch.argsort(norms, descending=True)[: kept_widths[name]].sort().values
+        followers = ["entropy_bottleneck"] if name == z_unit(model) else []
+        surgery.remove_channels(model, name, keep.tolist(), followers=followers,
+                                consumers=[_consumer(model, name)])
+        kept[name] = keep.tolist()
+    return kept
+
+
+def uniform(base, lmbda, data, scale, run_dir, kept_widths: dict, steps: int, finetune_steps: int,
+            progress=True, tag="uniform"):
+    """A uniform-width hyper path: the largest-norm channels of ``base`` kept per layer, trained
+    with the same two stages (and budget) as ERHP, without compactors. ``kept_widths={}`` keeps
+    every channel: the original model given the same extra training (a control)."""
+    run_dir = Path(run_dir)
+    model = copy.deepcopy(base)
+    if kept_widths:
+        slice_uniform(model, kept_widths)
+    first, second = stage_configs(scale, lmbda, steps, finetune_steps)
+    _train_hyper(model, data, first, run_dir / f"{tag}-{lmbda:.4f}-a.state.pt", progress=progress,
+                 desc=f"{tag} λ={lmbda}")
+    _train_hyper(model, data, second, run_dir / f"{tag}-{lmbda:.4f}-b.state.pt", progress=progress,
+                 desc=f"{tag} fine-tune λ={lmbda}")
+    return model
+
+
+def _measure(model, images, scale, variant, **extra) -> dict:
+    from .evaluate import summarize
+
+    row = summarize(model, images, repeats=scale.timing_repeats, timed=min(3, len(images)), progress=False)
+    keep = ("psnr", "bpp", "bpp_est", "bpp_y", "bpp_z", "bpp_est_y", "bpp_est_z", "ms_ssim",
+            "encode_ms", "decode_ms", "params", "macs")
+    return {"variant": variant, **{k: row[k] for k in keep if k in row},
+            "hyper_params": hyper_size(model), "widths": widths(model), **extra}
+
+
+def experiment(base, arch: str, lmbda: float, data, images, scale, run_dir, steps: int,
+               finetune_steps: int, target=0.7, strength=1e-9, progress=True) -> list:
+    """The chapter's runs for one base model, each measured with real bitstreams on ``images``:
+
+    - ``original``: the base model;
+    - ``ERHP``: compactors + ResRep (``steps``), merge, fine-tune (``finetune_steps``); also its
+      forward-pass numbers right after the merge (``psnr_merged``, ``bpp_merged``);
+    - ``uniform``: a uniform-width hyper path of ERHP's parameter count, same budget (Table 2);
+    - ``half``: every prunable hyper layer at half width, same budget (Fig. 1);
+    - ``original + training``: all channels, same budget (is a gain only the extra training?).
+    """
+    from .evaluate import evaluate
+
+    run_dir = Path(run_dir) / arch
+    common = dict(arch=arch, **{"lambda": lmbda})
+    rows = [_measure(base, images, scale, "original", **common)]
+    model, merged, info = erhp(base, lmbda, data, scale, run_dir, steps, finetune_steps, target,
+                               strength, progress=progress)
+    quick = evaluate(merged, images, real=False, progress=False)["mean"]
+    rows.append(_measure(model, images, scale, "ERHP", psnr_merged=quick["psnr"], bpp_merged=quick["bpp_est"],
+                         removed_norm_max=info["removed_norm_max"],
+                         removed_norm_mean=info["removed_norm_mean"], mask_history=info["mask_history"],
+                         **common))
+    full = {n: w for n, w in widths(base).items() if n in prunable_units(base)}
+    plans = [("uniform", uniform_widths(base, hyper_size(model))),
+             ("half", {n: max(1, w // 2) for n, w in full.items()}),
+             ("original + training", {})]
+    done = {}
+    for variant, kept in plans:
+        key = tuple(sorted(kept.items()))
+        if key in done:  # e.g. the uniform size equals half width: one run serves both
+            rows.append({**done[key], "variant": variant, "same_run_as": done[key]["variant"]})
+            continue
+        tag = variant.replace(" + ", "-").replace(" ", "-")
+        m = uniform(base, lmbda, data, scale, run_dir, kept, steps, finetune_steps, progress, tag=tag)
+        rows.append(_measure(m, images, scale, variant, **common))
+        done[key] = rows[-1]
+    return rows

@@ -1,0 +1,207 @@
+"""ERHP (Luo et al.): compactor folding is exact for every layer kind, removing masked channels
+after the fold changes nothing, the rate-only path equals the model's own likelihoods, the mask
+schedule meets its target, and pruned models survive save/load and real bitstreams."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from lic import luo, surgery, zoo
+from lic.evaluate import evaluate
+from lic.train import rd_loss, uses_channels_last
+
+ARCHS = ["bmshj2018-hyperprior", "mbt2018-mean", "cheng2020-attn"]
+
+
+def _random_compactor(c, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    comp = luo.Compactor(c)
+    with torch.no_grad():
+        comp.weight.add_(0.3 * torch.randn(comp.weight.shape, generator=g))
+    return comp
+
+
+@pytest.mark.parametrize("kind", ["conv", "deconv", "subpel"])
+def test_folded_layer_equals_layer_then_compactor(kind):
+    torch.manual_seed(0)
+    if kind == "conv":
+        layer, c = nn.Conv2d(5, 6, 3, stride=2, padding=1), 6
+    elif kind == "deconv":
+        layer, c = nn.ConvTranspose2d(5, 6, 5, stride=2, padding=2, output_padding=1), 6
+    else:
+        layer, c = nn.Sequential(nn.Conv2d(5, 6 * 4, 3, padding=1), nn.PixelShuffle(2)), 6
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_()
+    comp = _random_compactor(c)
+    x = torch.randn(2, 5, 7, 9)
+    with torch.no_grad():
+        ref = comp(layer(x))
+        folded = surgery.fold_1x1(layer, comp.weight)
+        assert torch.allclose(folded(x), ref, atol=1e-5)
+        keep = [0, 2, 3, 5]  # a cropped compactor R' (rows kept): the first rows of the same output
+        cropped = surgery.fold_1x1(layer, comp.weight[keep])
+        assert torch.allclose(cropped(x), ref[:, keep], atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_compactors_keep_the_function_and_merge_exactly(arch, smoke):
+    torch.manual_seed(0)
+    model = zoo.build_for(arch, smoke).eval()
+    y = torch.randn(2, model.h_a[0].weight.shape[1], 16, 16)
+    z = torch.randn(2, smoke.N, 4, 4)
+    with torch.no_grad():
+        before = model.h_a(y), model.h_s(z)
+        luo.add_compactors(model)
+        assert len(luo.compactors(model)) == len(luo.hyper_units(model)) - 1
+        identity = model.h_a(y), model.h_s(z)
+        for c in luo.compactors(model).values():  # any compactor, not just the identity
+            c.weight.copy_(_random_compactor(c.weight.shape[0], seed=c.weight.shape[0]).weight)
+        with_comp = model.h_a(y), model.h_s(z)
+        merged = copy.deepcopy(model)
+        info = luo.merge(merged)
+        after = merged.h_a(y), merged.h_s(z)
+    assert not luo.compactors(merged) and info["removed_norm_max"] == 0.0
+    for a, b in zip(identity, before):
+        assert torch.allclose(a, b, atol=1e-6)
+    for a, b in zip(after, with_comp):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_removing_masked_channels_after_merge_changes_nothing(arch, smoke):
+    """Masked rows driven to zero (what ResRep's lasso aims at): removing them is exact for the
+    hyper decoder's output; z loses only the removed (all-zero) channels."""
+    torch.manual_seed(1)
+    model = luo.add_compactors(zoo.build_for(arch, smoke).eval())
+    dead = {}
+    with torch.no_grad():
+        for i, (name, c) in enumerate(luo.compactors(model).items()):
+            c.weight.copy_(_random_compactor(c.weight.shape[0], seed=i).weight)
+            dead[name] = [0, 3] if name != luo.z_unit(model) else []  # z: kept whole (see below)
+            c.mask[dead[name]] = 0
+            c.weight[dead[name]] = 0
+    y = torch.randn(1, model.h_a[0].layer.weight.shape[1], 16, 16)
+    full = luo.widths(model)
+    with torch.no_grad():
+        ref = model.h_s(model.h_a(y))
+        info = luo.merge(model)
+        out = model.h_s(model.h_a(y))
+    assert torch.allclose(out, ref, atol=1e-5)
+    for name, idx in dead.items():
+        assert len(info["kept"][name]) + len(idx) == full[name] == luo.widths(model)[name] + len(idx)
+        assert not set(idx) & set(info["kept"][name])
+
+
+def test_z_channels_leave_with_their_entropy_model(smoke):
+    torch.manual_seed(2)
+    model = zoo.build_for("bmshj2018-hyperprior", smoke).eval()
+    eb = model.entropy_bottleneck
+    with torch.no_grad():
+        for p in eb.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    keep = [1, 4, 5, 9]
+    z = torch.randn(1, smoke.N, 4, 4)
+    small = surgery.select_out(eb, keep).eval()
+    with torch.no_grad():
+        _, lik = eb(z, training=False)
+        _, lik_small = small(z[:, keep], training=False)
+    assert torch.allclose(lik_small, lik[:, keep], atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_rate_path_equals_the_models_own_likelihoods(arch, smoke):
+    torch.manual_seed(0)
+    model = zoo.build_for(arch, smoke).eval()
+    x = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        full = model(x)
+        rate = luo.RatePath(model).eval()(x)
+    assert rate["x_hat"] is None
+    for k in ("y", "z"):
+        assert torch.allclose(rate["likelihoods"][k], full["likelihoods"][k], atol=1e-6)
+    terms = rd_loss(rate, x, 0.01)
+    assert terms["mse"] == 0 and terms["loss"] == terms["bpp"]
+    assert uses_channels_last(luo.RatePath(model)) == (arch != "cheng2020-attn")
+
+
+def test_mask_schedule_reaches_its_target_in_steps_and_keeps_min(smoke):
+    model = luo.add_compactors(zoo.build_for("bmshj2018-hyperprior", smoke))
+    with torch.no_grad():
+        for c in luo.compactors(model).values():
+            c.weight.mul_(torch.linspace(0.5, 1.5, c.weight.shape[0]).reshape(-1, 1, 1, 1))
+    first = luo.update_masks(model, target=0.7, per_update=5, min_keep=2)
+    masked = sum(int((c.mask == 0).sum()) for c in luo.compactors(model).values())
+    assert masked == 5 and 0 < first < 0.7
+    removed = first
+    for _ in range(40):
+        removed = luo.update_masks(model, target=0.7, per_update=5, min_keep=2)
+    assert removed >= 0.7
+    for c in luo.compactors(model).values():
+        assert int(c.mask.sum()) >= 2
+    kept = {n: int(c.mask.sum()) for n, c in luo.compactors(model).items()}
+    merged = copy.deepcopy(model)
+    luo.merge(merged)
+    assert luo.hyper_size(merged) == luo.hyper_size_for(model, kept)
+    assert 1 - luo.hyper_size(merged) / luo.hyper_size(model) == pytest.approx(removed)
+
+
+def test_resrep_gradient_rule():
+    comp = luo.Compactor(4)
+    hook = luo.ResRep(strength=0.5)
+    comp.weight.grad = torch.ones_like(comp.weight)
+    comp.mask[1] = 0
+    hook.after_backward(_Holder(comp), 0)
+    g = comp.weight.grad.flatten(1)
+    w = comp.weight.detach().flatten(1)
+    expected = torch.ones(4, 4)
+    expected[1] = 0
+    expected += 0.5 * w / w.norm(dim=1, keepdim=True)
+    assert torch.allclose(g, expected)
+
+
+class _Holder(nn.Module):
+    """A stand-in model with one compactor at a prunable hyper-path position."""
+
+    def __init__(self, comp):
+        super().__init__()
+        self.h_a = nn.Sequential(luo.Compacted(nn.Conv2d(3, 4, 1), 4), nn.ReLU(), nn.Conv2d(4, 4, 1))
+        self.h_a[0].compactor = comp
+        self.h_s = nn.Sequential(nn.Conv2d(4, 4, 1))
+
+
+def test_erhp_prunes_trains_and_round_trips(smoke, tmp_path):
+    from lic import data as lic_data
+
+    torch.manual_seed(0)
+    base = zoo.build_for("bmshj2018-hyperprior", smoke).eval()
+    data = lic_data.train_set(smoke)
+    model, merged, info = luo.erhp(base, 0.0067, data, smoke, tmp_path, steps=12, finetune_steps=4,
+                                   target=0.5, every=2, per_update=10, progress=False)
+    assert luo.hyper_size(model) < luo.hyper_size(base)
+    assert info["mask_history"][-1]["removed"] >= 0.5
+    assert all(p.requires_grad for p in model.parameters())
+    # the main path did not move
+    for k, v in base.g_a.state_dict().items():
+        assert torch.equal(v, model.g_a.state_dict()[k])
+    sha = zoo.save(model, tmp_path / "erhp.pt", "bmshj2018-hyperprior", smoke.widths("bmshj2018-hyperprior"))
+    loaded = zoo.load(tmp_path / "erhp.pt", sha)
+    assert surgery.channel_config(loaded) == surgery.channel_config(model)
+    img = (torch.rand(192, 256, 3) * 255).to(torch.uint8).numpy()
+    res = evaluate(loaded, [("noise", img)], progress=False)["mean"]
+    assert res["decode_vs_forward_db"] > 40 and res["bpp"] > 0
+    assert res["bpp_y"] + res["bpp_z"] == pytest.approx(res["bpp"])
+
+
+def test_uniform_widths_match_a_parameter_budget(smoke):
+    model = zoo.build_for("cheng2020-attn", smoke)
+    size = luo.hyper_size(model) // 2
+    w = luo.uniform_widths(model, size)
+    sliced = copy.deepcopy(model)
+    luo.slice_uniform(sliced, w)
+    assert luo.hyper_size(sliced) == luo.hyper_size_for(model, w)
+    assert abs(luo.hyper_size(sliced) - size) / size < 0.1
+    x = torch.rand(1, 3, 128, 128)
+    with torch.no_grad():
+        assert sliced.eval()(x)["x_hat"].shape == x.shape
