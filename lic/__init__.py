@@ -4,7 +4,7 @@ Modules (one idea each): ``scales`` (smoke/cpu/paper), ``data`` (images and data
 ``zoo`` (base models and checkpoints), ``surgery`` (channel removal, resizing to saved widths),
 ``train`` (the one training loop), ``evaluate`` (the one evaluation path), ``classical``
 (JPEG/WebP with Pillow), ``report`` (paper-vs-ours tables, RD figures, results files) and
-``book`` (papermill runs of the chapters).
+``book`` (papermill runs of the chapters); one module per paper: ``liao``, ``luo``.
 """
 import warnings
 
