@@ -205,3 +205,18 @@ def test_uniform_widths_match_a_parameter_budget(smoke):
     x = torch.rand(1, 3, 128, 128)
     with torch.no_grad():
         assert sliced.eval()(x)["x_hat"].shape == x.shape
+
+
+def test_pruned_cheng2020_with_subpixel_units_round_trips(smoke, tmp_path):
+    torch.manual_seed(3)
+    model = luo.add_compactors(zoo.build_for("cheng2020-attn", smoke).eval())
+    for c in luo.compactors(model).values():
+        c.mask[: c.mask.numel() // 2] = 0
+    luo.merge(model)
+    assert "h_s.2" in luo.widths(model) and luo.widths(model)["h_s.2"] == smoke.N // 2  # sub-pixel unit
+    sha = zoo.save(model, tmp_path / "c.pt", "cheng2020-attn", smoke.widths("cheng2020-attn"))
+    loaded = zoo.load(tmp_path / "c.pt", sha)
+    assert surgery.channel_config(loaded) == surgery.channel_config(model)
+    img = (torch.rand(192, 256, 3) * 255).to(torch.uint8).numpy()
+    res = evaluate(loaded, [("noise", img)], progress=False)["mean"]
+    assert res["bpp"] > 0 and res["psnr"] > res["psnr_forward"] - 1
