@@ -21,10 +21,11 @@ Here:
   g_s is never run.
 - :func:`erhp`, :func:`uniform` — the chapter's two pruning procedures, resumable.
 
-Adam normalises gradients: a masked row moves by about the learning rate per step whatever the
-lasso strength, so rows do not reach ResRep's 1e-5 norm threshold in a short run. :func:`merge`
-therefore removes the *masked* channels and reports the norms they still had; the chapter shows
-what that removal costs before fine-tuning.
+Adam normalises gradients, but only down to its ε (1e-8): a masked row, whose gradient is the
+penalty alone, moves by about lr·β/(β+ε) per step — about the learning rate for ResRep's β=1e-4,
+about a tenth of it for the paper's β=1e-9. Rows do not reach ResRep's 1e-5 norm threshold in a
+short run, so :func:`merge` removes the *masked* channels and reports the norms they still had;
+the chapter shows what that removal costs before fine-tuning.
 """
 from __future__ import annotations
 
@@ -235,7 +236,7 @@ def merge(model) -> dict:
 
     Returns {unit: kept channel indices} and the largest/mean norm the removed rows still had.
     """
-    kept, removed_norms = {}, []
+    kept, removed_norms, kept_norms = {}, [], []
     for name in prunable_units(model):
         unit = model.get_submodule(name)
         if not isinstance(unit, Compacted):
@@ -245,13 +246,15 @@ def merge(model) -> dict:
         if len(keep) == 0:
             keep = c.row_norms().argmax().reshape(1)
         removed_norms += c.row_norms()[c.mask == 0].tolist()
+        kept_norms += c.row_norms()[keep].tolist()
         surgery.set_module(model, name, surgery.fold_1x1(unit.layer, c.weight))
         followers = ["entropy_bottleneck"] if name == z_unit(model) else []
         surgery.remove_channels(model, name, keep.tolist(), followers=followers,
                                 consumers=[_consumer(model, name)])
         kept[name] = keep.tolist()
     return {"kept": kept, "removed_norm_max": max(removed_norms, default=0.0),
-            "removed_norm_mean": sum(removed_norms) / max(len(removed_norms), 1)}
+            "removed_norm_mean": sum(removed_norms) / max(len(removed_norms), 1),
+            "kept_norm_min": min(kept_norms, default=0.0)}
 
 
 class RatePath(nn.Module):
@@ -383,7 +386,7 @@ def _measure(model, images, scale, variant, **extra) -> dict:
 
 
 def experiment(base, arch: str, lmbda: float, data, images, scale, run_dir, steps: int,
-               finetune_steps: int, target=0.7, strength=1e-9, progress=True) -> list:
+               finetune_steps: int, target=0.7, strength=1e-9, other_strengths=(), progress=True) -> list:
     """The chapter's runs for one base model, each measured with real bitstreams on ``images``:
 
     - ``original``: the base model;
@@ -391,22 +394,29 @@ def experiment(base, arch: str, lmbda: float, data, images, scale, run_dir, step
       forward-pass numbers right after the merge (``psnr_merged``, ``bpp_merged``);
     - ``uniform``: a uniform-width hyper path of ERHP's parameter count, same budget (Table 2);
     - ``half``: every prunable hyper layer at half width, same budget (Fig. 1);
-    - ``original + training``: all channels, same budget (is a gain only the extra training?).
+    - ``original + training``: all channels, same budget (is a gain only the extra training?);
+    - ``ERHP (β=…)``: ERHP again with each lasso strength in ``other_strengths`` (an ablation).
     """
     from .evaluate import evaluate
 
     run_dir = Path(run_dir) / arch
     common = dict(arch=arch, **{"lambda": lmbda})
     rows = [_measure(base, images, scale, "original", **common)]
-    model, merged, info = erhp(base, lmbda, data, scale, run_dir, steps, finetune_steps, target,
-                               strength, progress=progress)
-    quick = evaluate(merged, images, real=False, progress=False)["mean"]
-    rows.append(_measure(model, images, scale, "ERHP", psnr_merged=quick["psnr"], bpp_merged=quick["bpp_est"],
-                         removed_norm_max=info["removed_norm_max"],
-                         removed_norm_mean=info["removed_norm_mean"], mask_history=info["mask_history"],
-                         **common))
+    for i, beta in enumerate([strength, *other_strengths]):
+        variant, tag = ("ERHP", "") if i == 0 else (f"ERHP (β={beta:g})", f"-beta{beta:g}")
+        model, merged, info = erhp(base, lmbda, data, scale, run_dir, steps, finetune_steps, target,
+                                   beta, progress=progress, tag=tag)
+        quick = evaluate(merged, images, real=False, progress=False)["mean"]
+        rows.append(_measure(model, images, scale, variant, psnr_merged=quick["psnr"],
+                             bpp_merged=quick["bpp_est"], strength=beta,
+                             removed_norm_max=info["removed_norm_max"],
+                             removed_norm_mean=info["removed_norm_mean"],
+                             kept_norm_min=info["kept_norm_min"], mask_history=info["mask_history"],
+                             **common))
+        if i == 0:
+            erhp_size = hyper_size(model)
     full = {n: w for n, w in widths(base).items() if n in prunable_units(base)}
-    plans = [("uniform", uniform_widths(base, hyper_size(model))),
+    plans = [("uniform", uniform_widths(base, erhp_size)),
              ("half", {n: max(1, w // 2) for n, w in full.items()}),
              ("original + training", {})]
     done = {}
