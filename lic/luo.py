@@ -140,9 +140,7 @@ def hyper_size_for(model, kept: dict) -> int:
     """Hyper-path parameters if the prunable units had the widths ``kept`` (others unchanged)."""
     names = hyper_units(model)
     first = model.get_submodule(names[0])
-    first = first.layer if isinstance(first, Compacted) else first
-    cin = (first[0] if surgery.is_subpel(first) else first).weight.shape[
-        0 if isinstance(first, nn.ConvTranspose2d) else 1]
+    cin = surgery.shape_of(first.layer if isinstance(first, Compacted) else first)[0]
     eb = model.entropy_bottleneck
     per_channel = sum(p[0].numel() for p in eb.parameters())
     total, full = 0, widths(model)
