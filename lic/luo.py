@@ -73,6 +73,9 @@ def _is_unit(m: nn.Module) -> bool:
 def hyper_units(model) -> list:
     """Names of the hyper path's convolution units in data order: h_a's, then h_s's (a sub-pixel
     unit ``Sequential(conv, PixelShuffle)`` counts as one). Activations sit between them."""
+    if not all(isinstance(getattr(model, p, None), nn.Sequential) for p in ("h_a", "h_s")):
+        raise TypeError(f"ERHP prunes a hyperprior's h_a/h_s; {type(model).__name__} has none "
+                        "(use bmshj2018-hyperprior, mbt2018-mean, mbt2018 or cheng2020-attn)")
     names = []
     for part in ("h_a", "h_s"):
         seq = getattr(model, part)
@@ -312,6 +315,8 @@ def erhp(base, lmbda, data, scale, run_dir, steps: int, finetune_steps: int, tar
 
     Returns (fine-tuned model, merged model before fine-tuning, info: kept channels, widths, mask
     schedule, norms the removed rows still had)."""
+    if not 0 < target < 1:
+        raise ValueError(f"target is the share of hyper-path parameters to remove, in (0, 1); got {target}")
     run_dir = Path(run_dir)
     model = add_compactors(copy.deepcopy(base))
     every = every or max(1, steps // 30)

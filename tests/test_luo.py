@@ -220,3 +220,11 @@ def test_pruned_cheng2020_with_subpixel_units_round_trips(smoke, tmp_path):
     img = (torch.rand(192, 256, 3) * 255).to(torch.uint8).numpy()
     res = evaluate(loaded, [("noise", img)], progress=False)["mean"]
     assert res["bpp"] > 0 and res["psnr"] > res["psnr_forward"] - 1
+
+
+def test_bad_input_names_the_fix(smoke, tmp_path):
+    with pytest.raises(TypeError, match="bmshj2018-hyperprior"):
+        luo.hyper_units(nn.Sequential(nn.Conv2d(3, 3, 1)))
+    base = zoo.build_for("bmshj2018-hyperprior", smoke)
+    with pytest.raises(ValueError, match=r"in \(0, 1\)"):
+        luo.erhp(base, 0.0067, None, smoke, tmp_path, steps=1, finetune_steps=1, target=70)
