@@ -237,8 +237,8 @@ def sweep(base, lmbda: float, criteria: dict, ratios, x0, data, images, scale, r
     measure it before fine-tuning (forward pass), fine-tune g_s only (encoder and entropy models
     frozen: the bitstream does not change), and measure it again with real bitstreams.
 
-    Fine-tuning runs resume from ``run_dir`` (pruning is deterministic, so a rerun rebuilds the
-    same architecture and loads its state). Returns one row per (criterion, ratio), plus r = 0.
+    Fine-tuning runs resume from ``run_dir``/<base model's fingerprint> (pruning is deterministic,
+    so a rerun rebuilds the same architecture and loads its state). Returns one row per (criterion, ratio), plus r = 0.
     """
     import copy
     from pathlib import Path
@@ -246,7 +246,9 @@ def sweep(base, lmbda: float, criteria: dict, ratios, x0, data, images, scale, r
     from .evaluate import evaluate, summarize
     from .train import TrainConfig, train
 
-    run_dir = Path(run_dir)
+    from .zoo import fingerprint
+
+    run_dir = Path(run_dir) / fingerprint(base)  # a retrained base model starts afresh
     scores = {name: channel_scores(base, fn, x0) for name, fn in criteria.items()}
     full = decoder_parameters(base)
 

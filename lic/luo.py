@@ -409,7 +409,9 @@ def experiment(base, arch: str, lmbda: float, data, images, scale, run_dir, step
     """
     from .evaluate import evaluate
 
-    run_dir = Path(run_dir) / arch
+    from .zoo import fingerprint
+
+    run_dir = Path(run_dir) / arch / fingerprint(base)  # a retrained base model starts afresh
     common = dict(arch=arch, **{"lambda": lmbda})
     rows = [_measure(base, images, scale, "original", **common)]
     for i, beta in enumerate([strength, *other_strengths]):

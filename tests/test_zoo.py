@@ -48,14 +48,31 @@ def test_unknown_lambda_and_missing_model(smoke, tmp_zoo):
 
 
 def test_zoo_trains_middle_lambda_then_finetunes_and_records_manifest(smoke, tmp_zoo):
+    smoke = smoke.with_(late_crop=128, late_frac=0.25)  # the cpu recipe's late large crops
     low = smoke.lambdas[0]
     model = zoo.get("bmshj2018-hyperprior", low, smoke, progress=False)
     manifest = zoo.read_manifest(smoke)
     mid, fine = (manifest[zoo.model_name("bmshj2018-hyperprior", lam)] for lam in (zoo.middle_lambda(smoke), low))
     assert fine["started_from"] == zoo.model_name("bmshj2018-hyperprior", zoo.middle_lambda(smoke))
     assert mid["steps"] == smoke.steps and fine["steps"] == smoke.finetune_steps
+    # the middle λ ends on large crops; fine-tunes stay on them with the same pixels per batch
+    assert (mid["schedule"]["crop"], mid["schedule"]["late_crop"]) == (smoke.crop, 128)
+    assert (fine["schedule"]["crop"], fine["schedule"]["batch"], fine["schedule"]["late_crop"]) == (128, 1, 0)
     assert fine["bpp"] > 0 and fine["psnr"] > 0 and len(fine["sha256"]) == 64
     # loading again comes from the zoo (no training) and verifies the sha256
     again = zoo.get("bmshj2018-hyperprior", low, smoke, train_missing=False)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
     assert zoo.learning_curve("bmshj2018-hyperprior", low, smoke) is not None
+
+
+def test_fingerprint_follows_weights_not_coder_tables(smoke):
+    import copy
+
+    model = zoo.build_for("bmshj2018-hyperprior", smoke)
+    fp = zoo.fingerprint(model)
+    twin = copy.deepcopy(model)
+    twin.update(force=True)  # rebuilds the entropy coder's tables only
+    assert zoo.fingerprint(twin) == fp and len(fp) == 12
+    with torch.no_grad():
+        twin.h_s[0].weight[0, 0, 0, 0] += 1e-3
+    assert zoo.fingerprint(twin) != fp
