@@ -79,6 +79,10 @@ def test_luo_results(executed):
                     assert r["psnr"] == pytest.approx(orig["psnr"], abs=1e-9)
     assert {row["arch"] for row in res["table1"] if row.get("bpp_erhp (ours)") is not None} == set(res["archs"])
     assert set(res["verdicts"].values()) <= {"reproduced", "partly reproduced", "not reproduced"}
+    per_arch = {r["arch"]: r for r in res["per_arch"]}
+    assert set(per_arch) == set(res["archs"])
+    for arch, r in per_arch.items():  # "k of n" counts over this architecture's λ only
+        assert r["ERHP ≤ uniform"].endswith(f"of {len(res['lambdas'])}")
 
 
 def test_every_chapter_wrote_its_environment(executed):
