@@ -14,6 +14,7 @@ import csv
 import math
 import os
 import random
+import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -174,6 +175,32 @@ def _set_rng_state(state, data):
     data.set_state(state["data"])
 
 
+class _Stopped:
+    """Counts SIGCONT: a job paused with SIGSTOP (e.g. to free the cores for a while) must not
+    count the pause as training time. Main thread only; the previous handler is restored."""
+
+    def __init__(self):
+        self.count, self.previous = 0, None
+
+    def __enter__(self):
+        try:
+            self.previous = signal.signal(signal.SIGCONT, self._handler)
+        except (ValueError, AttributeError):  # not the main thread, or no SIGCONT (Windows)
+            self.previous = None
+        return self
+
+    def _handler(self, signum, frame):
+        self.count += 1
+
+    def pop(self) -> bool:
+        hit, self.count = self.count > 0, 0
+        return hit
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGCONT, self.previous)
+
+
 def _save_atomic(obj, path: Path):
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
@@ -241,7 +268,8 @@ def train(model, data, cfg: TrainConfig, checkpoint=None, hooks=(), params=None,
     stats = {}
     cl = cfg.channels_last and uses_channels_last(model)
     frozen = None if params is None else main_params + aux_params
-    with only_these_trained(model, frozen), fast_cpu(model, cfg.fast, cl) as to_format:
+    last_step_s = 0.0
+    with only_these_trained(model, frozen), fast_cpu(model, cfg.fast, cl) as to_format, _Stopped() as stopped:
         while step < cfg.steps:
             if stop_after is not None and step >= stop_after:
                 break
@@ -276,7 +304,11 @@ def train(model, data, cfg: TrainConfig, checkpoint=None, hooks=(), params=None,
             for hook in hooks:
                 hook.after_step(model, step)
             step += 1
-            elapsed += time.perf_counter() - t0
+            step_s = time.perf_counter() - t0
+            if stopped.pop():  # paused (SIGSTOP/SIGCONT) during this step: count a normal step
+                step_s = last_step_s
+            elapsed += step_s
+            last_step_s = step_s
             stats = {k: v.detach().item() for k, v in terms.items()}
             if not math.isfinite(stats["loss"]):
                 raise FloatingPointError(f"loss became {stats['loss']} at step {step}; lower the "

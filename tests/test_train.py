@@ -93,3 +93,23 @@ def test_divergence_names_the_fix(smoke):
 
     with pytest.raises(FloatingPointError, match="lower the learning rate"):
         train(model, ds, cfg, hooks=[Blowup()], progress=False)
+
+
+def test_a_paused_job_does_not_count_the_pause_as_training_time(smoke):
+    """A job stopped with SIGSTOP and continued with SIGCONT: the step that spans the pause counts
+    as long as the step before it. (The pause is simulated: a hook sleeps, then SIGCONT arrives.)"""
+    import os
+    import signal
+    import time
+
+    class Pause(Hook):
+        def after_step(self, model, step):
+            if step == 2:
+                time.sleep(1.5)
+                os.kill(os.getpid(), signal.SIGCONT)
+
+    model, ds, cfg = _setup(smoke)
+    cfg.steps, cfg.checkpoint_every = 4, 10**6
+    curve = train(model, ds, cfg, hooks=[Pause()], progress=False)
+    assert curve[-1]["elapsed_s"] < 1.0
+    assert signal.getsignal(signal.SIGCONT) == signal.SIG_DFL  # the handler is put back
