@@ -9,11 +9,8 @@ from __future__ import annotations
 import io
 import json
 import math
-import multiprocessing
-import os
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -110,75 +107,31 @@ def evaluate_image(model, img8: np.ndarray, real=True, repeats=1, msssim=True) -
     return row
 
 
-def default_workers(model, real=True) -> int:
-    """Processes for the untimed images: two for a model with an autoregressive context under real
-    coding (CompressAI decodes it position by position in Python, on one core), else one.
-    ``LIC_EVAL_WORKERS`` overrides."""
-    env = os.environ.get("LIC_EVAL_WORKERS")
-    if env:
-        return max(1, int(env))
-    return min(2, os.cpu_count() or 1) if real and hasattr(model, "context_prediction") else 1
-
-
-_WORKER_MODEL = None  # the model a worker process evaluates (set once per process)
-
-
-def _worker_init(model):
-    global _WORKER_MODEL
-    torch.set_num_threads(1)
-    _WORKER_MODEL = model
-
-
-def _worker_row(job):
-    img, real, msssim = job
-    with torch.no_grad():
-        return evaluate_image(_WORKER_MODEL, img, real, 1, msssim)
-
-
-def evaluate(model, images, real=True, repeats=1, timed=None, progress=True, desc="evaluate",
-             workers=None) -> dict:
+def evaluate(model, images, real=True, repeats=1, timed=None, progress=True, desc="evaluate") -> dict:
     """Evaluate ``model`` on ``images`` [(name, HxWx3 uint8)]: {'mean': {...}, 'images': [...]}.
 
     Real bitstreams: entropy tables are rebuilt with ``update(force=True)``; each image is
     compressed and decompressed, the decoded image must match the forward reconstruction.
     Latency: median of ``repeats`` runs after a warm-up, on the first ``timed`` images (all by
-    default), measured in this process alone; the mean encode/decode times are over those images
-    only. The other images may go to ``workers`` processes of one thread each (default:
-    :func:`default_workers`); their rows are the same as in this process.
+    default); the mean encode/decode times are over those images only.
     """
     if not images:
         raise ValueError("no test images given")
-    timed = len(images) if timed is None else min(timed, len(images))
-    workers = default_workers(model, real) if workers is None else workers
+    timed = len(images) if timed is None else timed
     model.eval()
     if real:
         model.update(force=True)
     rows = []
-    bar = tqdm(total=len(images), desc=desc, disable=not progress, leave=False)
-    rest = images
-    if workers > 1 and len(images) - timed >= 3:  # starting a process costs seconds
-        rest = images[:timed]
-    for i, (name, img) in enumerate(rest):
+    for i, (name, img) in enumerate(tqdm(images, desc=desc, disable=not progress, leave=False)):
         row = evaluate_image(model, img, real, repeats if i < timed else 1)
         if i >= timed:
             row.pop("encode_ms", None)
             row.pop("decode_ms", None)
         rows.append({"image": name, **row})
-        bar.update(1)
-    if len(rows) < len(images):
-        ctx = multiprocessing.get_context("spawn")
-        jobs = [(img, real, True) for _, img in images[len(rows):]]
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(model,)) as pool:
-            for (name, _), row in zip(images[len(rows):], pool.map(_worker_row, jobs)):
-                row.pop("encode_ms", None)
-                row.pop("decode_ms", None)
-                rows.append({"image": name, **row})
-                bar.update(1)
-    bar.close()
     keys = dict.fromkeys(k for r in rows for k in r if k != "image")
     mean = {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}
     mean["threads"] = torch.get_num_threads()
-    mean["timed_images"] = timed if real else 0
+    mean["timed_images"] = min(timed, len(images)) if real else 0
     return {"mean": mean, "images": rows}
 
 

@@ -122,20 +122,3 @@ def test_compressai_json_layout(tmp_path):
 
     (tmp_path / "x.json").write_text(json.dumps(d))
     assert ev.read_compressai_json(tmp_path / "x.json")["bpp"] == [0.3]
-
-
-def test_worker_processes_give_the_same_rows(smoke):
-    """Autoregressive models decode on one core: untimed images may go to worker processes, and
-    every number but the timings must be what the main process computes."""
-    torch.manual_seed(0)
-    model = zoo.build_for("mbt2018", smoke).eval()
-    rng = np.random.default_rng(2)
-    images = [(f"im{i}", rng.integers(0, 256, (176, 192, 3), dtype=np.uint8)) for i in range(4)]
-    assert ev.default_workers(model) == 2 and ev.default_workers(model, real=False) == 1
-    serial = ev.evaluate(model, images, timed=1, workers=1, progress=False)
-    pooled = ev.evaluate(model, images, timed=1, workers=2, progress=False)
-    assert [r["image"] for r in pooled["images"]] == [n for n, _ in images]
-    for a, b in zip(serial["images"], pooled["images"]):
-        assert a.keys() == b.keys()
-        assert {k: v for k, v in a.items() if not k.endswith("_ms")} == {k: v for k, v in b.items() if not k.endswith("_ms")}
-    assert "encode_ms" in pooled["images"][0] and "encode_ms" not in pooled["images"][1]
