@@ -143,6 +143,27 @@ def summarize(model, images, repeats=1, timed=None, height=512, width=768, progr
             "macs": model_macs(model, height, width), "mac_resolution": f"{width}x{height}"}
 
 
+def summarize_cached(model, images, cache, **kwargs) -> dict:
+    """:func:`summarize`, kept in ``cache`` (JSON) under the model's weight fingerprint, the image
+    names and the arguments: a chapter rerun after a kill measures each model once. A different
+    model, image set or argument measures again and replaces the file."""
+    from .zoo import fingerprint
+
+    cache = Path(cache)
+    key = {"fingerprint": fingerprint(model), "images": [name for name, _ in images],
+           "args": {k: v for k, v in sorted(kwargs.items()) if k not in ("progress", "desc")}}
+    if cache.exists():
+        stored = json.loads(cache.read_text())
+        if stored.get("key") == key:
+            return stored["row"]
+    row = summarize(model, images, **kwargs)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"key": key, "row": row}))
+    tmp.replace(cache)
+    return row
+
+
 def parameter_count(module) -> int:
     return sum(p.numel() for p in module.parameters())
 

@@ -385,10 +385,11 @@ def uniform(base, lmbda, data, scale, run_dir, kept_widths: dict, steps: int, fi
     return model
 
 
-def _measure(model, images, scale, variant, **extra) -> dict:
-    from .evaluate import summarize
+def _measure(model, images, scale, variant, cache=None, **extra) -> dict:
+    from .evaluate import summarize, summarize_cached
 
-    row = summarize(model, images, repeats=scale.timing_repeats, timed=min(3, len(images)), progress=False)
+    kw = dict(repeats=scale.timing_repeats, timed=min(3, len(images)), progress=False)
+    row = summarize_cached(model, images, cache, **kw) if cache else summarize(model, images, **kw)
     keep = ("psnr", "bpp", "bpp_est", "bpp_y", "bpp_z", "bpp_est_y", "bpp_est_z", "ms_ssim",
             "encode_ms", "decode_ms", "params", "macs")
     return {"variant": variant, **{k: row[k] for k in keep if k in row},
@@ -408,18 +409,19 @@ def experiment(base, arch: str, lmbda: float, data, images, scale, run_dir, step
     - ``ERHP (β=…)``: ERHP again with each lasso strength in ``other_strengths`` (an ablation).
     """
     from .evaluate import evaluate
-
     from .zoo import fingerprint
 
     run_dir = Path(run_dir) / arch / fingerprint(base)  # a retrained base model starts afresh
     common = dict(arch=arch, **{"lambda": lmbda})
-    rows = [_measure(base, images, scale, "original", **common)]
+    measured = run_dir / "measured"  # evaluations kept per model: an interrupted run resumes
+    rows = [_measure(base, images, scale, "original", measured / f"original-{lmbda:.4f}.json", **common)]
     for i, beta in enumerate([strength, *other_strengths]):
         variant, tag = ("ERHP", "") if i == 0 else (f"ERHP (β={beta:g})", f"-beta{beta:g}")
         model, merged, info = erhp(base, lmbda, data, scale, run_dir, steps, finetune_steps, target,
                                    beta, progress=progress, tag=tag)
         quick = evaluate(merged, images, real=False, progress=False)["mean"]
-        rows.append(_measure(model, images, scale, variant, psnr_merged=quick["psnr"],
+        rows.append(_measure(model, images, scale, variant, measured / f"erhp{tag}-{lmbda:.4f}.json",
+                             psnr_merged=quick["psnr"],
                              bpp_merged=quick["bpp_est"], strength=beta,
                              removed_norm_max=info["removed_norm_max"],
                              removed_norm_mean=info["removed_norm_mean"],
@@ -439,6 +441,6 @@ def experiment(base, arch: str, lmbda: float, data, images, scale, run_dir, step
             continue
         tag = variant.replace(" + ", "-").replace(" ", "-")
         m = uniform(base, lmbda, data, scale, run_dir, kept, steps, finetune_steps, progress, tag=tag)
-        rows.append(_measure(m, images, scale, variant, **common))
+        rows.append(_measure(m, images, scale, variant, measured / f"{tag}-{lmbda:.4f}.json", **common))
         done[key] = rows[-1]
     return rows

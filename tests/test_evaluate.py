@@ -122,3 +122,23 @@ def test_compressai_json_layout(tmp_path):
 
     (tmp_path / "x.json").write_text(json.dumps(d))
     assert ev.read_compressai_json(tmp_path / "x.json")["bpp"] == [0.3]
+
+
+def test_summarize_cached_measures_each_model_once(smoke, tmp_path, monkeypatch):
+    from lic import data as lic_data
+
+    images = lic_data.test_images(smoke)[:1]
+    model = zoo.build_for("bmshj2018-hyperprior", smoke)
+    calls = []
+    real = ev.summarize
+    monkeypatch.setattr(ev, "summarize", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cache = tmp_path / "m.json"
+    first = ev.summarize_cached(model, images, cache, height=64, width=64, progress=False)
+    again = ev.summarize_cached(model, images, cache, height=64, width=64, progress=False)
+    assert again == first and len(calls) == 1
+    with torch.no_grad():  # other weights: measured again
+        model.g_s[0].weight.mul_(0.5)
+    other = ev.summarize_cached(model, images, cache, height=64, width=64, progress=False)
+    assert len(calls) == 2 and other.keys() == first.keys()
+    ev.summarize_cached(model, images, cache, height=128, width=128, progress=False)  # other arguments
+    assert len(calls) == 3
