@@ -238,14 +238,14 @@ def sweep(base, lmbda: float, criteria: dict, ratios, x0, data, images, scale, r
     frozen: the bitstream does not change), and measure it again with real bitstreams.
 
     Fine-tuning runs resume from ``run_dir``/<base model's fingerprint> (pruning is deterministic,
-    so a rerun rebuilds the same architecture and loads its state). Returns one row per (criterion, ratio), plus r = 0.
+    so a rerun rebuilds the same architecture and loads its state). Returns one row per
+    (criterion, ratio), plus r = 0.
     """
     import copy
     from pathlib import Path
 
     from .evaluate import evaluate, summarize
     from .train import TrainConfig, train
-
     from .zoo import fingerprint
 
     run_dir = Path(run_dir) / fingerprint(base)  # a retrained base model starts afresh
