@@ -3,6 +3,7 @@ included), CompressAI pretrained weights at ``paper`` scale, and the trained zoo
 
     python -m lic.zoo train --scale cpu [--arch A] [--lmbda L]     # train or resume what is missing
     python -m lic.zoo list --scale cpu
+    LIC_ZOO=runs/long python -m lic.zoo train --scale cpu --arch A --steps 60000   # a schedule trial
 
 Checkpoint layout: ``{"arch", "widths", "channels", "state_dict", "meta"}``. ``channels`` (every
 layer's [in, out]) is stored because CompressAI's ``from_state_dict`` infers only N and M, which
@@ -278,6 +279,8 @@ def main(argv=None) -> int:
     t.add_argument("--arch", action="append", help="repeatable; default: all")
     t.add_argument("--lmbda", type=float, action="append", help="repeatable; default: all")
     t.add_argument("--data", default=None, help="data root (default: $LIC_DATA)")
+    t.add_argument("--steps", type=int, help="steps of the middle λ from scratch (default: the scale's)")
+    t.add_argument("--finetune-steps", type=int, help="steps of each other λ (default: the scale's)")
     ls = sub.add_parser("list", help="print the manifest")
     ls.add_argument("--scale", default="cpu")
     args = ap.parse_args(argv)
@@ -286,6 +289,9 @@ def main(argv=None) -> int:
         for name, e in sorted(read_manifest(scale).items()):
             print(f"{name:32s} {e['psnr']:6.2f} dB  {e['bpp']:.3f} bpp  {e['steps']:>6d} steps")
         return 0
+    if args.steps or args.finetune_steps:  # a schedule experiment: the manifest records the steps
+        scale = scale.with_(steps=args.steps or scale.steps,
+                            finetune_steps=args.finetune_steps or scale.finetune_steps)
     archs = args.arch or list(ARCHS)
     lambdas = args.lmbda or list(scale.lambdas)
     for arch in archs:

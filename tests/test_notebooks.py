@@ -1,6 +1,7 @@
 """Every chapter at smoke scale through papermill, asserting on the results file it writes, and
 the smoke book built with -W (warnings are errors)."""
 import json
+import math
 
 import pytest
 
@@ -40,6 +41,13 @@ def test_baselines_results(executed):
         bpps = [p["bpp"] for p in res["classical"][codec]]
         assert bpps == sorted(bpps)
     assert {r["anchor"] for r in res["bd"]} >= {"WebP (Pillow, here)"}
+    bar = res["quality_bar"]  # the number behind the chapter's "met / not met"
+    ours = [r["BD-rate %"] for r in res["bd"] if r["arch"] == bar["arch"] and r["anchor"] == bar["anchor"]]
+    assert bar["anchor"] == "WebP (Pillow, here)" and len(ours) == 1
+    if bar["bd_rate"] is None:  # curves overlap too little for a BD-rate
+        assert ours[0] is None or math.isnan(ours[0])
+    else:
+        assert ours[0] == pytest.approx(bar["bd_rate"])
 
 
 def test_liao_results(executed):

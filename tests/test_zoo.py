@@ -76,3 +76,13 @@ def test_fingerprint_follows_weights_not_coder_tables(smoke):
     with torch.no_grad():
         twin.h_s[0].weight[0, 0, 0, 0] += 1e-3
     assert zoo.fingerprint(twin) != fp
+
+
+def test_cli_step_overrides_are_recorded(tmp_zoo):
+    """A schedule trial from the shell (into its own LIC_ZOO) records the steps it ran."""
+    assert zoo.main(["train", "--scale", "smoke", "--arch", "bmshj2018-hyperprior", "--steps", "6",
+                     "--finetune-steps", "3"]) == 0
+    smoke = get_scale("smoke")
+    manifest = zoo.read_manifest(smoke)
+    steps = {lam: manifest[zoo.model_name("bmshj2018-hyperprior", lam)]["steps"] for lam in smoke.lambdas}
+    assert steps == {lam: 6 if lam == zoo.middle_lambda(smoke) else 3 for lam in smoke.lambdas}
