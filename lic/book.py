@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from .report import environment
-from .scales import SCALES, check_choice
+from .scales import SCALES, check_choice, get_scale
 
 PROJECT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = PROJECT / "notebooks"
@@ -39,6 +39,13 @@ def book_root(scale: str) -> Path:
 
 def executed_path(name: str, scale: str) -> Path:
     return book_root(scale) / "book" / f"{name}.ipynb"
+
+
+def executing_path(name: str, scale: str) -> Path:
+    """Where a chapter executes before its copy moves into the book (runs are not committed)."""
+    from .zoo import runs_dir
+
+    return runs_dir(get_scale(scale)) / "executing" / f"{name}.ipynb"
 
 
 def runs_log(scale: str) -> Path:
@@ -61,17 +68,25 @@ def run(name: str, scale: str = "cpu", parameters=None, progress=True, record=Tr
     check_choice("scale", scale, tuple(SCALES))
     check_choice("chapter", name, tuple(chapters()))
     out = executed_path(name, scale)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    # papermill writes as it goes: execute elsewhere, so a failed or killed run never leaves a
+    # half-executed page in the book (the copy stays where the error says, for debugging)
+    partial = executing_path(name, scale)
+    partial.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     ok = False
     try:
-        pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out),
+        pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(partial),
                             parameters={"scale": scale, **(parameters or {})},
                             progress_bar=progress, kernel_name="python3", cwd=str(PROJECT))
         ok = True
+    except Exception as err:
+        raise RuntimeError(f"chapter {name} failed at scale {scale}: {err}\nThe partly executed notebook "
+                           f"is {partial}; the book's copy {out} is unchanged.") from err
     finally:
         if record:
             _record(name, scale, time.time() - t0, ok)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(partial, out)
     return out
 
 

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from lic import book, report
@@ -13,6 +15,19 @@ def test_bad_scale_or_chapter_lists_the_choices():
         book.run("00_baselines", "gpu")
     with pytest.raises(ValueError, match="00_baselines"):
         book.run("99_missing", "smoke")
+
+
+def test_a_failed_run_leaves_the_book_copy_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIC_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setattr(book, "book_root", lambda scale: tmp_path / "root")
+    page = book.executed_path("00_baselines", "smoke")
+    page.parent.mkdir(parents=True)
+    page.write_text("the published copy")
+    with pytest.raises(RuntimeError, match="book's copy .* is unchanged"):
+        book.run("00_baselines", "smoke", parameters={"archs": "no-such-arch"}, progress=False)
+    assert page.read_text() == "the published copy"
+    assert book.executing_path("00_baselines", "smoke").exists()  # kept for debugging
+    assert not json.loads(book.runs_log("smoke").read_text())["00_baselines"]["ok"]
 
 
 def test_cpu_book_builds_in_place_and_other_scales_apart():
