@@ -143,15 +143,19 @@ def summarize(model, images, repeats=1, timed=None, height=512, width=768, progr
             "macs": model_macs(model, height, width), "mac_resolution": f"{width}x{height}"}
 
 
-def summarize_cached(model, images, cache, **kwargs) -> dict:
-    """:func:`summarize`, kept in ``cache`` (JSON) under the model's weight fingerprint, the image
-    names and the arguments: a chapter rerun after a kill measures each model once. A different
-    model, image set or argument measures again and replaces the file."""
+def summarize_cached(model, images, cache_dir, **kwargs) -> dict:
+    """:func:`summarize`, kept in ``cache_dir`` as one JSON file per key: the model's weight
+    fingerprint, the image names and the arguments. Every chapter shares one folder
+    (``runs/<scale>/measured``), so a model is measured once, whichever chapter asks, and a
+    rerun after a kill measures only what is new."""
+    import hashlib
+
     from .zoo import fingerprint
 
-    cache = Path(cache)
     key = {"fingerprint": fingerprint(model), "images": [name for name, _ in images],
            "args": {k: v for k, v in sorted(kwargs.items()) if k not in ("progress", "desc")}}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    cache = Path(cache_dir) / f"{key['fingerprint']}-{digest}.json"
     if cache.exists():
         stored = json.loads(cache.read_text())
         if stored.get("key") == key:

@@ -385,11 +385,12 @@ def uniform(base, lmbda, data, scale, run_dir, kept_widths: dict, steps: int, fi
     return model
 
 
-def _measure(model, images, scale, variant, cache=None, **extra) -> dict:
-    from .evaluate import summarize, summarize_cached
+def _measure(model, images, scale, variant, **extra) -> dict:
+    from .evaluate import summarize_cached
+    from .zoo import runs_dir
 
-    kw = dict(repeats=scale.timing_repeats, timed=min(3, len(images)), progress=False)
-    row = summarize_cached(model, images, cache, **kw) if cache else summarize(model, images, **kw)
+    row = summarize_cached(model, images, runs_dir(scale) / "measured", repeats=scale.timing_repeats,
+                           timed=min(3, len(images)), progress=False)
     keep = ("psnr", "bpp", "bpp_est", "bpp_y", "bpp_z", "bpp_est_y", "bpp_est_z", "ms_ssim",
             "encode_ms", "decode_ms", "params", "macs")
     return {"variant": variant, **{k: row[k] for k in keep if k in row},
@@ -413,15 +414,13 @@ def experiment(base, arch: str, lmbda: float, data, images, scale, run_dir, step
 
     run_dir = Path(run_dir) / arch / fingerprint(base)  # a retrained base model starts afresh
     common = dict(arch=arch, **{"lambda": lmbda})
-    measured = run_dir / "measured"  # evaluations kept per model: an interrupted run resumes
-    rows = [_measure(base, images, scale, "original", measured / f"original-{lmbda:.4f}.json", **common)]
+    rows = [_measure(base, images, scale, "original", **common)]  # measurements are kept: a rerun resumes
     for i, beta in enumerate([strength, *other_strengths]):
         variant, tag = ("ERHP", "") if i == 0 else (f"ERHP (β={beta:g})", f"-beta{beta:g}")
         model, merged, info = erhp(base, lmbda, data, scale, run_dir, steps, finetune_steps, target,
                                    beta, progress=progress, tag=tag)
         quick = evaluate(merged, images, real=False, progress=False)["mean"]
-        rows.append(_measure(model, images, scale, variant, measured / f"erhp{tag}-{lmbda:.4f}.json",
-                             psnr_merged=quick["psnr"],
+        rows.append(_measure(model, images, scale, variant, psnr_merged=quick["psnr"],
                              bpp_merged=quick["bpp_est"], strength=beta,
                              removed_norm_max=info["removed_norm_max"],
                              removed_norm_mean=info["removed_norm_mean"],
@@ -441,6 +440,6 @@ def experiment(base, arch: str, lmbda: float, data, images, scale, run_dir, step
             continue
         tag = variant.replace(" + ", "-").replace(" ", "-")
         m = uniform(base, lmbda, data, scale, run_dir, kept, steps, finetune_steps, progress, tag=tag)
-        rows.append(_measure(m, images, scale, variant, measured / f"{tag}-{lmbda:.4f}.json", **common))
+        rows.append(_measure(m, images, scale, variant, **common))
         done[key] = rows[-1]
     return rows

@@ -132,7 +132,7 @@ def test_summarize_cached_measures_each_model_once(smoke, tmp_path, monkeypatch)
     calls = []
     real = ev.summarize
     monkeypatch.setattr(ev, "summarize", lambda *a, **k: calls.append(1) or real(*a, **k))
-    cache = tmp_path / "m.json"
+    cache = tmp_path / "measured"
     first = ev.summarize_cached(model, images, cache, height=64, width=64, progress=False)
     again = ev.summarize_cached(model, images, cache, height=64, width=64, progress=False)
     assert again == first and len(calls) == 1
@@ -141,4 +141,4 @@ def test_summarize_cached_measures_each_model_once(smoke, tmp_path, monkeypatch)
     other = ev.summarize_cached(model, images, cache, height=64, width=64, progress=False)
     assert len(calls) == 2 and other.keys() == first.keys()
     ev.summarize_cached(model, images, cache, height=128, width=128, progress=False)  # other arguments
-    assert len(calls) == 3
+    assert len(calls) == 3 and len(list(cache.glob("*.json"))) == 3  # one file per key
