@@ -132,8 +132,14 @@ def rd_plot(curves, ax=None, metric="psnr", title=None, xlim=None):
                 **style.get(c.get("kind", "ours"), {}))
     ax.set_xlabel("bits per pixel (real bitstreams)")
     ax.set_ylabel({"psnr": "PSNR-RGB (dB)", "ms_ssim": "MS-SSIM"}.get(metric, metric))
-    if xlim:
+    if xlim:  # zoom on what is inside: the y-range follows the points between the x-limits
         ax.set_xlim(*xlim)
+        inside = [y for c in curves for x, y in zip(c["bpp"], c[metric])
+                  if xlim[0] <= x <= xlim[1] and y is not None and np.isfinite(y)]
+        if inside:
+            lo, hi = min(inside), max(inside)
+            pad = 0.05 * (hi - lo or 1.0)
+            ax.set_ylim(lo - pad, hi + pad)
     if title:
         ax.set_title(title)
     ax.legend(fontsize=8, loc="lower right")

@@ -54,3 +54,14 @@ def test_published_curves_and_paper_tables_are_readable():
         report.published("HEIF")
     claims = report.paper_table("claims")
     assert {"paper", "claim", "value", "source"} <= set(claims.columns)
+
+
+def test_rd_plot_zooms_on_the_points_inside_the_x_limits():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    curves = [{"name": "a", "bpp": [0.2, 0.5, 3.0], "psnr": [28.0, 31.0, 45.0]},
+              {"name": "b", "bpp": [0.3, 0.8], "psnr": [29.0, 33.0], "kind": "published"}]
+    ax = report.rd_plot(curves, xlim=(0, 1.0))
+    lo, hi = ax.get_ylim()
+    assert lo < 28.0 and 33.0 < hi < 34.0  # the 45 dB point beyond 1 bpp does not stretch the axis
