@@ -109,12 +109,13 @@ def side_by_side(paper: pd.DataFrame, ours: pd.DataFrame, on, suffixes=(" (paper
     return paper.merge(ours, on=on, how="outer", suffixes=suffixes)
 
 
-def rd_plot(curves, ax=None, metric="psnr", title=None, xlim=None):
+def rd_plot(curves, ax=None, metric="psnr", title=None, xlim=None, legend="inside"):
     """Draw rate–distortion curves.
 
     ``curves``: dicts with 'name', 'bpp', metric values, and optional 'kind' in {'ours',
     'published', 'classical (ours)'} which sets the line style: ours solid with markers,
-    published dashed, classical codecs measured here dotted.
+    published dashed, classical codecs measured here dotted. ``legend``: "inside" (lower
+    right), "outside" (right of the axes, for many curves) or None.
     """
     import matplotlib.pyplot as plt
     import seaborn as sns
@@ -142,5 +143,8 @@ def rd_plot(curves, ax=None, metric="psnr", title=None, xlim=None):
             ax.set_ylim(lo - pad, hi + pad)
     if title:
         ax.set_title(title)
-    ax.legend(fontsize=8, loc="lower right")
+    if legend == "outside":
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    elif legend:
+        ax.legend(fontsize=8, loc="lower right")
     return ax
