@@ -239,7 +239,7 @@ def train_model(arch: str, lmbda: float, scale: Scale, root=None, progress=True,
     cfg = TrainConfig.from_scale(scale, lmbda, steps=steps, seed=seed)
     if start is not None and scale.late_crop:
         # fine-tunes stay on the large crops the start model finished on (same pixels per batch):
-        # at λ=0.025, 8k steps on 256² crops beat 8k steps on 128² by 1.6 % in R + λD on Kodak
+        # at λ=0.025, 8k steps on 256² crops beat 8k steps on 128² by 1.5 % in R + λD on Kodak
         # (benchmarks/finetune_crop.py)
         cfg.batch = max(1, round(cfg.batch * (cfg.crop / scale.late_crop) ** 2))
         cfg.crop, cfg.late_crop, cfg.late_frac = scale.late_crop, 0, 0.0
