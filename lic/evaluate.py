@@ -143,17 +143,24 @@ def summarize(model, images, repeats=1, timed=None, height=512, width=768, progr
             "macs": model_macs(model, height, width), "mac_resolution": f"{width}x{height}"}
 
 
-def summarize_cached(model, images, cache_dir, **kwargs) -> dict:
+#: Version of what :func:`summarize` measures. Bump it when a change to this module changes
+#: the numbers a row holds, so that :func:`summarize_cached` measures again instead of
+#: returning rows measured by the old code.
+MEASUREMENT_VERSION = 1
+
+
+def summarize_cached(model, images, cache_dir, version=MEASUREMENT_VERSION, **kwargs) -> dict:
     """:func:`summarize`, kept in ``cache_dir`` as one JSON file per key: the model's weight
-    fingerprint, the image names and the arguments. Every chapter shares one folder
-    (``runs/<scale>/measured``), so a model is measured once, whichever chapter asks, and a
-    rerun after a kill measures only what is new."""
+    fingerprint, the image names, the arguments and the measurement ``version``. Every chapter
+    shares one folder (``runs/<scale>/measured``), so a model is measured once, whichever
+    chapter asks, and a rerun after a kill measures only what is new."""
     import hashlib
 
     from .zoo import fingerprint
 
     key = {"fingerprint": fingerprint(model), "images": [name for name, _ in images],
-           "args": {k: v for k, v in sorted(kwargs.items()) if k not in ("progress", "desc")}}
+           "args": {k: v for k, v in sorted(kwargs.items()) if k not in ("progress", "desc")},
+           "version": version}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     cache = Path(cache_dir) / f"{key['fingerprint']}-{digest}.json"
     if cache.exists():

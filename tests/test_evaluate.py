@@ -142,3 +142,7 @@ def test_summarize_cached_measures_each_model_once(smoke, tmp_path, monkeypatch)
     assert len(calls) == 2 and other.keys() == first.keys()
     ev.summarize_cached(model, images, cache, height=128, width=128, progress=False)  # other arguments
     assert len(calls) == 3 and len(list(cache.glob("*.json"))) == 3  # one file per key
+    # a new measurement version measures again what the old code measured
+    ev.summarize_cached(model, images, cache, height=128, width=128, progress=False,
+                        version=ev.MEASUREMENT_VERSION + 1)
+    assert len(calls) == 4 and len(list(cache.glob("*.json"))) == 4
