@@ -91,6 +91,11 @@ def test_luo_results(executed):
     assert set(per_arch) == set(res["archs"])
     for arch, r in per_arch.items():  # "k of n" counts over this architecture's λ only
         assert r["ERHP ≤ uniform"].endswith(f"of {len(res['lambdas'])}")
+        # the chapter says "the same model" exactly where the uniform and half widths agree
+        same = all(u["widths"] == h["widths"] for lam in res["lambdas"]
+                   for u in rows if u["arch"] == arch and u["lambda"] == lam and u["variant"] == "uniform"
+                   for h in rows if h["arch"] == arch and h["lambda"] == lam and h["variant"] == "half")
+        assert same == (arch in res["uniform_is_half"])
 
 
 def test_every_chapter_wrote_its_environment(executed):
