@@ -271,6 +271,22 @@ def train_model(arch: str, lmbda: float, scale: Scale, root=None, progress=True,
     return loaded
 
 
+def bd_vs_webp(scale: Scale) -> dict:
+    """Each family's BD-rate (%) against the published WebP curve on Kodak, from the manifest's
+    measured points: the quality bar of the `cpu` zoo (bmshj2018-hyperprior must be < 0). NaN
+    where the curves overlap too little; empty unless the scale tests on Kodak."""
+    from .evaluate import bd
+    from .report import published
+
+    if scale.test_set != "kodak":
+        return {}
+    webp, families = published("WebP"), {}
+    for e in read_manifest(scale).values():
+        families.setdefault(e["arch"], []).append(e)
+    return {arch: bd(webp, {"bpp": [e["bpp"] for e in pts], "psnr": [e["psnr"] for e in pts]})["bd_rate"]
+            for arch, pts in sorted(families.items()) if len(pts) >= 2}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lic.zoo", description="train or list base models")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -281,13 +297,15 @@ def main(argv=None) -> int:
     t.add_argument("--data", default=None, help="data root (default: $LIC_DATA)")
     t.add_argument("--steps", type=int, help="steps of the middle λ from scratch (default: the scale's)")
     t.add_argument("--finetune-steps", type=int, help="steps of each other λ (default: the scale's)")
-    ls = sub.add_parser("list", help="print the manifest")
+    ls = sub.add_parser("list", help="print the manifest and each family's BD-rate vs WebP")
     ls.add_argument("--scale", default="cpu")
     args = ap.parse_args(argv)
     scale = get_scale(args.scale)
     if args.cmd == "list":
         for name, e in sorted(read_manifest(scale).items()):
             print(f"{name:32s} {e['psnr']:6.2f} dB  {e['bpp']:.3f} bpp  {e['steps']:>6d} steps")
+        for arch, rate in bd_vs_webp(scale).items():
+            print(f"{arch:32s} BD-rate vs WebP (published, Kodak): {rate:+.1f} %")
         return 0
     if args.steps or args.finetune_steps:  # a schedule experiment: the manifest records the steps
         scale = scale.with_(steps=args.steps or scale.steps,

@@ -86,3 +86,25 @@ def test_cli_step_overrides_are_recorded(tmp_zoo):
     manifest = zoo.read_manifest(smoke)
     steps = {lam: manifest[zoo.model_name("bmshj2018-hyperprior", lam)]["steps"] for lam in smoke.lambdas}
     assert steps == {lam: 6 if lam == zoo.middle_lambda(smoke) else 3 for lam in smoke.lambdas}
+
+
+def test_list_states_the_quality_bar_vs_webp(tmp_zoo, capsys):
+    """`zoo list` gives each family's BD-rate against published WebP, from the manifest's points."""
+    import json
+
+    from lic import report
+
+    cpu = get_scale("cpu")
+    webp = report.published("WebP")
+    pts = sorted(zip(webp["bpp"], webp["psnr"]))[2:6]
+    manifest = {f"a-{i}": {"arch": "a", "lambda": i, "bpp": b, "psnr": p, "steps": 1} for i, (b, p) in enumerate(pts)}
+    manifest.update({f"b-{i}": {"arch": "b", "lambda": i, "bpp": b, "psnr": p + 1.0, "steps": 1}
+                     for i, (b, p) in enumerate(pts)})
+    zoo.manifest_path(cpu).parent.mkdir(parents=True)
+    zoo.manifest_path(cpu).write_text(json.dumps(manifest))
+    rates = zoo.bd_vs_webp(cpu)
+    assert rates["a"] == pytest.approx(0, abs=0.05)  # WebP's own points (interpolated from 4 of them)
+    assert rates["b"] < -10  # 1 dB better at every rate: clearly fewer bits
+    assert zoo.bd_vs_webp(get_scale("smoke")) == {}  # not tested on Kodak: no published anchor
+    assert zoo.main(["list", "--scale", "cpu"]) == 0
+    assert f"{rates['b']:+.1f} %" in capsys.readouterr().out
