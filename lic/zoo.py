@@ -2,8 +2,9 @@
 included), CompressAI pretrained weights at ``paper`` scale, and the trained zoo with its manifest.
 
     python -m lic.zoo train --scale cpu [--arch A] [--lmbda L]     # train or resume what is missing
-    python -m lic.zoo list --scale cpu
+    python -m lic.zoo list --scale cpu                             # models and BD-rate vs WebP
     LIC_ZOO=runs/long python -m lic.zoo train --scale cpu --arch A --steps 60000   # a schedule trial
+    python -m lic.zoo adopt runs/long --scale cpu --arch A         # take the trial's models
 
 Checkpoint layout: ``{"arch", "widths", "channels", "state_dict", "meta"}``. ``channels`` (every
 layer's [in, out]) is stored because CompressAI's ``from_state_dict`` infers only N and M, which
@@ -271,6 +272,31 @@ def train_model(arch: str, lmbda: float, scale: Scale, root=None, progress=True,
     return loaded
 
 
+def adopt(source, scale: Scale, archs=None) -> list:
+    """Take the finished models of another zoo (a schedule trial's ``LIC_ZOO`` folder) into this
+    scale's zoo: checkpoint, learning curve and manifest entry, each checkpoint verified against
+    the source manifest before it is copied. Returns the adopted model names."""
+    src = Path(source) / scale.name
+    entries = json.loads((src / "manifest.json").read_text()) if (src / "manifest.json").exists() else {}
+    chosen = {n: e for n, e in entries.items() if archs is None or e["arch"] in archs}
+    if not chosen:
+        raise CheckpointError(f"no finished models{' of ' + ', '.join(archs) if archs else ''} in "
+                              f"{src / 'manifest.json'}; finish them with `LIC_ZOO={source} python -m "
+                              f"lic.zoo train --scale {scale.name}` (with the trial's --steps) first")
+    for name, e in chosen.items():
+        load(src / e["file"], e["sha256"])  # refuses a corrupt or truncated file
+    dest = zoo_dir(scale)
+    dest.mkdir(parents=True, exist_ok=True)
+    manifest = read_manifest(scale)
+    for name, e in sorted(chosen.items()):
+        for f in (e["file"], e.get("curve")):
+            if f and (src / f).exists():
+                shutil.copyfile(src / f, dest / f)
+        manifest[name] = e
+    _write_manifest(scale, manifest)
+    return sorted(chosen)
+
+
 def bd_vs_webp(scale: Scale) -> dict:
     """Each family's BD-rate (%) against the published WebP curve on Kodak, from the manifest's
     measured points: the quality bar of the `cpu` zoo (bmshj2018-hyperprior must be < 0). NaN
@@ -299,8 +325,16 @@ def main(argv=None) -> int:
     t.add_argument("--finetune-steps", type=int, help="steps of each other λ (default: the scale's)")
     ls = sub.add_parser("list", help="print the manifest and each family's BD-rate vs WebP")
     ls.add_argument("--scale", default="cpu")
+    ad = sub.add_parser("adopt", help="copy the finished models of another zoo (a schedule trial) into this one")
+    ad.add_argument("source", help="the other zoo's LIC_ZOO folder, e.g. runs/trial")
+    ad.add_argument("--scale", default="cpu")
+    ad.add_argument("--arch", action="append", help="repeatable; default: all")
     args = ap.parse_args(argv)
     scale = get_scale(args.scale)
+    if args.cmd == "adopt":
+        for name in adopt(args.source, scale, args.arch):
+            print(f"adopted {name} into {zoo_dir(scale)}")
+        return 0
     if args.cmd == "list":
         for name, e in sorted(read_manifest(scale).items()):
             print(f"{name:32s} {e['psnr']:6.2f} dB  {e['bpp']:.3f} bpp  {e['steps']:>6d} steps")

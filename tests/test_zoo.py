@@ -108,3 +108,29 @@ def test_list_states_the_quality_bar_vs_webp(tmp_zoo, capsys):
     assert zoo.bd_vs_webp(get_scale("smoke")) == {}  # not tested on Kodak: no published anchor
     assert zoo.main(["list", "--scale", "cpu"]) == 0
     assert f"{rates['b']:+.1f} %" in capsys.readouterr().out
+
+
+def test_adopt_takes_a_trials_models_and_refuses_a_corrupt_one(tmp_zoo, monkeypatch):
+    """A schedule trial trains into its own zoo; `zoo adopt` copies its verified models over."""
+    smoke = get_scale("smoke")
+    trial, home = tmp_zoo / "trial", tmp_zoo / "home"
+    monkeypatch.setenv("LIC_ZOO", str(trial))
+    assert zoo.main(["train", "--scale", "smoke", "--arch", "bmshj2018-hyperprior", "--steps", "6",
+                     "--finetune-steps", "3"]) == 0
+    trained = {lam: zoo.fingerprint(zoo.get("bmshj2018-hyperprior", lam, smoke, train_missing=False))
+               for lam in smoke.lambdas}
+    monkeypatch.setenv("LIC_ZOO", str(home))
+    with pytest.raises(zoo.CheckpointError, match="no finished models of mbt2018"):
+        zoo.adopt(trial, smoke, archs=["mbt2018"])
+    victim = trial / "smoke" / f"{zoo.model_name('bmshj2018-hyperprior', smoke.lambdas[0])}.pt"
+    good = victim.read_bytes()
+    victim.write_bytes(good[: len(good) // 2])  # truncated
+    with pytest.raises(zoo.CheckpointError, match="corrupt or truncated"):
+        zoo.main(["adopt", str(trial), "--scale", "smoke"])
+    assert zoo.read_manifest(smoke) == {}  # nothing copied when one file is bad
+    victim.write_bytes(good)
+    assert zoo.main(["adopt", str(trial), "--scale", "smoke"]) == 0
+    for lam, fp in trained.items():  # the same weights load from this zoo, with their curves
+        assert zoo.fingerprint(zoo.get("bmshj2018-hyperprior", lam, smoke, train_missing=False)) == fp
+        assert zoo.learning_curve("bmshj2018-hyperprior", lam, smoke) is not None
+    assert zoo.read_manifest(smoke)[zoo.model_name("bmshj2018-hyperprior", smoke.lambdas[0])]["steps"] == 3
