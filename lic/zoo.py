@@ -261,8 +261,9 @@ def train_model(arch: str, lmbda: float, scale: Scale, root=None, progress=True,
     sha = save(model, zoo_dir(scale) / file, arch, scale.widths(arch), meta, half=half)
     loaded = load(zoo_dir(scale) / file, sha)
     res = evaluate(loaded, images, real=True, timed=0, progress=progress, desc=f"{name} eval")["mean"]
-    if (run / f"{name}.curve.csv").exists():
-        shutil.copyfile(run / f"{name}.curve.csv", zoo_dir(scale) / f"{name}.curve.csv")
+    curve_log, curve_copy = run / f"{name}.curve.csv", zoo_dir(scale) / f"{name}.curve.csv"
+    if curve_log.exists() and curve_log.resolve() != curve_copy.resolve():  # one folder for both is fine
+        shutil.copyfile(curve_log, curve_copy)
     meta.update(file=file, sha256=sha, test_set=scale.test_set, test_images=len(images),
                 psnr=res["psnr"], bpp=res["bpp"], bpp_est=res["bpp_est"], ms_ssim=res["ms_ssim"],
                 curve=f"{name}.curve.csv", wall_seconds=round(time.time() - t0, 1))
