@@ -245,10 +245,10 @@ def train_model(arch: str, lmbda: float, scale: Scale, root=None, progress=True,
         cfg.batch = max(1, round(cfg.batch * (cfg.crop / scale.late_crop) ** 2))
         cfg.crop, cfg.late_crop, cfg.late_frac = scale.late_crop, 0, 0.0
     images = lic_data.test_images(scale, root)
-    t0 = time.time()
     curve = train(model, data, cfg, checkpoint=run / f"{name}.state.pt",
                   evaluate=learning_curve_eval(scale, root) if cfg.eval_every else None,
                   log=run / f"{name}.curve.csv", progress=progress, desc=name)
+    t_trained = time.time()
     file = f"{name}.pt"
     half = scale.name == "cpu"
     meta = {"arch": arch, "widths": scale.widths(arch), "lambda": lmbda, "steps": steps,
@@ -266,7 +266,9 @@ def train_model(arch: str, lmbda: float, scale: Scale, root=None, progress=True,
         shutil.copyfile(curve_log, curve_copy)
     meta.update(file=file, sha256=sha, test_set=scale.test_set, test_images=len(images),
                 psnr=res["psnr"], bpp=res["bpp"], bpp_est=res["bpp_est"], ms_ssim=res["ms_ssim"],
-                curve=f"{name}.curve.csv", wall_seconds=round(time.time() - t0, 1))
+                curve=f"{name}.curve.csv",
+                # training time summed over every resume, plus this call's save and evaluation
+                wall_seconds=round(meta["train_seconds"] + time.time() - t_trained, 1))
     manifest = read_manifest(scale)
     manifest[name] = meta
     _write_manifest(scale, manifest)

@@ -59,6 +59,8 @@ def test_zoo_trains_middle_lambda_then_finetunes_and_records_manifest(smoke, tmp
     assert (mid["schedule"]["crop"], mid["schedule"]["late_crop"]) == (smoke.crop, 128)
     assert (fine["schedule"]["crop"], fine["schedule"]["batch"], fine["schedule"]["late_crop"]) == (128, 1, 0)
     assert fine["bpp"] > 0 and fine["psnr"] > 0 and len(fine["sha256"]) == 64
+    # wall time covers all the training (summed over resumes) plus the save and evaluation
+    assert 0 < fine["train_seconds"] < fine["wall_seconds"]
     # loading again comes from the zoo (no training) and verifies the sha256
     again = zoo.get("bmshj2018-hyperprior", low, smoke, train_missing=False)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
