@@ -46,6 +46,15 @@ class Scale:
     estimate_iters: int = 50       # gradient steps of iterative importance estimates (Liao)
     resrep_steps: int = 0          # ResRep training of the hyper path before the merge (Luo)
     fast: bool = True           # bf16 autocast + channels_last (see benchmarks/train_speed.py)
+    arch_steps: tuple = ()      # ((arch, steps, finetune_steps), ...): per-architecture schedules
+
+    def schedule(self, arch: str) -> tuple:
+        """(steps from scratch, fine-tune steps) of ``arch``'s zoo models at this scale."""
+        check_choice("arch", arch, ARCHS)
+        for a, steps, finetune_steps in self.arch_steps:
+            if a == arch:
+                return steps, finetune_steps
+        return self.steps, self.finetune_steps
 
     def widths(self, arch: str) -> dict:
         """Constructor widths for ``arch`` at this scale."""

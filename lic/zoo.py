@@ -227,10 +227,11 @@ def learning_curve_eval(scale: Scale, root=None, limit=None):
 def train_model(arch: str, lmbda: float, scale: Scale, root=None, progress=True, seed=0):
     """Train (or resume) one zoo model, save it, evaluate the saved file, add it to the manifest."""
     mid = middle_lambda(scale)
-    start, steps = None, scale.steps
+    steps, finetune_steps = scale.schedule(arch)
+    start = None
     if lmbda != mid:
         start = get(arch, mid, scale, root=root, progress=progress)
-        steps = scale.finetune_steps
+        steps = finetune_steps
     model = build_for(arch, scale)
     if start is not None:
         model.load_state_dict(start.state_dict())
@@ -346,7 +347,7 @@ def main(argv=None) -> int:
         return 0
     if args.steps or args.finetune_steps:  # a schedule experiment: the manifest records the steps
         scale = scale.with_(steps=args.steps or scale.steps,
-                            finetune_steps=args.finetune_steps or scale.finetune_steps)
+                            finetune_steps=args.finetune_steps or scale.finetune_steps, arch_steps=())
     archs = args.arch or list(ARCHS)
     lambdas = args.lmbda or list(scale.lambdas)
     for arch in archs:

@@ -28,3 +28,11 @@ def test_cheng2020_has_one_width():
 
 def test_lambdas_are_compressai_qualities_2_to_5():
     assert get_scale("cpu").lambdas == (0.0035, 0.0067, 0.0130, 0.0250)
+
+
+def test_per_architecture_schedule_overrides_the_default():
+    s = get_scale("smoke").with_(arch_steps=(("cheng2020-attn", 7, 3),))
+    assert s.schedule("cheng2020-attn") == (7, 3)
+    assert s.schedule("mbt2018") == (s.steps, s.finetune_steps)
+    with pytest.raises(ValueError, match="valid choices"):
+        s.schedule("cheng2020")

@@ -136,3 +136,13 @@ def test_adopt_takes_a_trials_models_and_refuses_a_corrupt_one(tmp_zoo, monkeypa
         assert zoo.fingerprint(zoo.get("bmshj2018-hyperprior", lam, smoke, train_missing=False)) == fp
         assert zoo.learning_curve("bmshj2018-hyperprior", lam, smoke) is not None
     assert zoo.read_manifest(smoke)[zoo.model_name("bmshj2018-hyperprior", smoke.lambdas[0])]["steps"] == 3
+
+
+def test_zoo_follows_the_architectures_own_schedule(tmp_zoo):
+    """A scale's per-architecture steps (cheng2020-attn's shorter cpu schedule) reach training."""
+    smoke = get_scale("smoke").with_(arch_steps=(("bmshj2018-hyperprior", 5, 2),))
+    zoo.get("bmshj2018-hyperprior", smoke.lambdas[0], smoke, progress=False)
+    manifest = zoo.read_manifest(smoke)
+    steps = {lam: manifest[zoo.model_name("bmshj2018-hyperprior", lam)]["steps"]
+             for lam in (smoke.lambdas[0], zoo.middle_lambda(smoke))}
+    assert steps == {smoke.lambdas[0]: 2, zoo.middle_lambda(smoke): 5}
