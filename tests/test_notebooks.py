@@ -2,6 +2,7 @@
 the smoke book built with -W (warnings are errors)."""
 import json
 import math
+import statistics
 
 import pytest
 
@@ -37,6 +38,11 @@ def test_baselines_results(executed):
     for arch in res["archs"]:  # a larger lambda buys quality with bits
         pts = sorted((r for r in models if r["arch"] == arch), key=lambda r: r["lambda"])
         assert pts[-1]["bpp"] > pts[0]["bpp"] or pts[-1]["psnr"] > pts[0]["psnr"]
+    for arch in res["archs"]:  # the timing-noise figure is the spread of one architecture's times
+        dec = [r["decode_ms"] for r in models if r["arch"] == arch]
+        spread = (max(dec) - min(dec)) / statistics.median(dec) * 100
+        assert res["timing_spread_pct"][arch]["decode_ms"] == pytest.approx(spread, abs=0.06)  # rounded to 0.1
+        assert {r["steps"] for r in models if r["arch"] == arch} <= {120, 30}  # smoke schedule, from the manifest
     for codec in ("jpeg", "webp"):
         bpps = [p["bpp"] for p in res["classical"][codec]]
         assert bpps == sorted(bpps)
