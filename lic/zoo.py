@@ -171,12 +171,15 @@ def read_manifest(scale: Scale) -> dict:
     return json.loads(p.read_text()) if p.exists() else {}
 
 
-def _write_manifest(scale: Scale, manifest: dict) -> None:
-    p = manifest_path(scale)
+def _write_json(p: Path, obj: dict) -> None:
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
     os.replace(tmp, p)
+
+
+def _write_manifest(scale: Scale, manifest: dict) -> None:
+    _write_json(manifest_path(scale), manifest)
 
 
 def learning_curve(arch, lmbda, scale: Scale):
@@ -291,14 +294,40 @@ def adopt(source, scale: Scale, archs=None) -> list:
         load(src / e["file"], e["sha256"])  # refuses a corrupt or truncated file
     dest = zoo_dir(scale)
     dest.mkdir(parents=True, exist_ok=True)
-    manifest = read_manifest(scale)
+    manifest, old = read_manifest(scale), superseded(scale)
     for name, e in sorted(chosen.items()):
+        before = manifest.get(name)
+        if before and before["sha256"] != e["sha256"]:
+            # the replaced model's record and learning curve stay: the chapter compares schedules
+            key = f"{name}@{before['steps']}"
+            if before.get("curve") and (dest / before["curve"]).exists():
+                kept = f"{name}.{before['steps']}steps.curve.csv"
+                shutil.copyfile(dest / before["curve"], dest / kept)
+                before = {**before, "curve": kept}
+            old[key] = {**before, "file": None, "superseded_by": e["sha256"]}
         for f in (e["file"], e.get("curve")):
             if f and (src / f).exists():
                 shutil.copyfile(src / f, dest / f)
         manifest[name] = e
+    if old:
+        _write_json(zoo_dir(scale) / "superseded.json", old)
     _write_manifest(scale, manifest)
     return sorted(chosen)
+
+
+def superseded(scale: Scale) -> dict:
+    """Records (and learning curves) of zoo models that ``adopt`` replaced, keyed ``name@steps``;
+    their weights are not kept."""
+    p = zoo_dir(scale) / "superseded.json"
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def superseded_curve(entry: dict, scale: Scale):
+    """The learning curve of a superseded model (a DataFrame), or None."""
+    import pandas as pd
+
+    p = zoo_dir(scale) / entry["curve"] if entry.get("curve") else None
+    return pd.read_csv(p) if p and p.exists() else None
 
 
 def bd_vs_webp(scale: Scale) -> dict:

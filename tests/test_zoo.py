@@ -136,6 +136,18 @@ def test_adopt_takes_a_trials_models_and_refuses_a_corrupt_one(tmp_zoo, monkeypa
         assert zoo.fingerprint(zoo.get("bmshj2018-hyperprior", lam, smoke, train_missing=False)) == fp
         assert zoo.learning_curve("bmshj2018-hyperprior", lam, smoke) is not None
     assert zoo.read_manifest(smoke)[zoo.model_name("bmshj2018-hyperprior", smoke.lambdas[0])]["steps"] == 3
+    assert zoo.superseded(smoke) == {}
+    # a second trial replaces them: the replaced records and learning curves are kept, not the weights
+    monkeypatch.setenv("LIC_ZOO", str(tmp_zoo / "trial2"))
+    assert zoo.main(["train", "--scale", "smoke", "--arch", "bmshj2018-hyperprior", "--steps", "8",
+                     "--finetune-steps", "4"]) == 0
+    monkeypatch.setenv("LIC_ZOO", str(home))
+    assert zoo.main(["adopt", str(tmp_zoo / "trial2"), "--scale", "smoke"]) == 0
+    old = zoo.superseded(smoke)
+    low, mid = (zoo.model_name("bmshj2018-hyperprior", lam) for lam in (smoke.lambdas[0], zoo.middle_lambda(smoke)))
+    assert set(old) == {f"{low}@3", f"{mid}@6"}
+    assert old[f"{mid}@6"]["superseded_by"] == zoo.read_manifest(smoke)[mid]["sha256"] != old[f"{mid}@6"]["sha256"]
+    assert len(zoo.superseded_curve(old[f"{mid}@6"], smoke)) < len(zoo.learning_curve("bmshj2018-hyperprior", zoo.middle_lambda(smoke), smoke))
 
 
 def test_zoo_follows_the_architectures_own_schedule(tmp_zoo):
