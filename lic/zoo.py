@@ -330,20 +330,44 @@ def superseded_curve(entry: dict, scale: Scale):
     return pd.read_csv(p) if p and p.exists() else None
 
 
+def _families(entries) -> dict:
+    families = {}
+    for e in entries:
+        families.setdefault(e["arch"], []).append(e)
+    return families
+
+
+def _bd_webp(entries: list) -> float:
+    from .evaluate import bd
+    from .report import published
+
+    return bd(published("WebP"), {"bpp": [e["bpp"] for e in entries], "psnr": [e["psnr"] for e in entries]})["bd_rate"]
+
+
 def bd_vs_webp(scale: Scale) -> dict:
     """Each family's BD-rate (%) against the published WebP curve on Kodak, from the manifest's
     measured points: the quality bar of the `cpu` zoo (bmshj2018-hyperprior must be < 0). NaN
     where the curves overlap too little; empty unless the scale tests on Kodak."""
-    from .evaluate import bd
-    from .report import published
-
     if scale.test_set != "kodak":
         return {}
-    webp, families = published("WebP"), {}
-    for e in read_manifest(scale).values():
-        families.setdefault(e["arch"], []).append(e)
-    return {arch: bd(webp, {"bpp": [e["bpp"] for e in pts], "psnr": [e["psnr"] for e in pts]})["bd_rate"]
-            for arch, pts in sorted(families.items()) if len(pts) >= 2}
+    return {arch: _bd_webp(pts) for arch, pts in sorted(_families(read_manifest(scale).values()).items())
+            if len(pts) >= 2}
+
+
+def schedule_comparison(scale: Scale) -> list:
+    """For each architecture whose models ``adopt`` replaced: the replaced and the current family
+    side by side (steps, training hours over all λ, BD-rate vs published WebP on Kodak)."""
+    mid, rows = middle_lambda(scale), []
+    current = _families(read_manifest(scale).values())
+    for arch, old in sorted(_families(superseded(scale).values()).items()):
+        for tag, fam in (("replaced", old), ("current", current.get(arch, []))):
+            steps = {e["lambda"]: e["steps"] for e in fam}
+            rows.append({"arch": arch, "zoo": tag, "models": len(fam), "steps (middle λ)": steps.get(mid),
+                         "steps (others)": max((v for k, v in steps.items() if k != mid), default=None),
+                         "train hours": sum(e["train_seconds"] for e in fam) / 3600,
+                         "BD-rate vs WebP %": _bd_webp(fam) if scale.test_set == "kodak" and len(fam) >= 2
+                         else float("nan")})
+    return rows
 
 
 def main(argv=None) -> int:

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -148,6 +150,10 @@ def test_adopt_takes_a_trials_models_and_refuses_a_corrupt_one(tmp_zoo, monkeypa
     assert set(old) == {f"{low}@3", f"{mid}@6"}
     assert old[f"{mid}@6"]["superseded_by"] == zoo.read_manifest(smoke)[mid]["sha256"] != old[f"{mid}@6"]["sha256"]
     assert len(zoo.superseded_curve(old[f"{mid}@6"], smoke)) < len(zoo.learning_curve("bmshj2018-hyperprior", zoo.middle_lambda(smoke), smoke))
+    rows = {r["zoo"]: r for r in zoo.schedule_comparison(smoke)}
+    assert (rows["replaced"]["steps (middle λ)"], rows["replaced"]["steps (others)"]) == (6, 3)
+    assert (rows["current"]["steps (middle λ)"], rows["current"]["steps (others)"]) == (8, 4)
+    assert rows["current"]["models"] == len(smoke.lambdas) and math.isnan(rows["current"]["BD-rate vs WebP %"])
 
 
 def test_zoo_follows_the_architectures_own_schedule(tmp_zoo):
