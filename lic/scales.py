@@ -76,9 +76,11 @@ SCALES = {
     ),
     "cpu": Scale(
         name="cpu", N=64, M=96, lambdas=(0.0035, 0.0067, 0.0130, 0.0250), train_set="bsds500",
-        test_set="kodak", crop=128, batch=8, steps=30000, finetune_steps=8000, lr=5e-4, lr_final=2e-5,
+        test_set="kodak", crop=128, batch=8, steps=60000, finetune_steps=16000, lr=5e-4, lr_final=2e-5,
         late_crop=256, late_frac=0.15, eval_every=2500, checkpoint_every=500, timing_repeats=5,
         prune_finetune_steps=1000, estimate_iters=50, resrep_steps=3000,
+        # cheng2020-attn steps ~4.5x slower; its 30k + 8k-step family already beats WebP
+        arch_steps=(("cheng2020-attn", 30000, 8000),),
     ),
     "paper": Scale(
         name="paper", N=128, M=192, lambdas=(0.0035, 0.0067, 0.0130, 0.0250), train_set="bsds500",
