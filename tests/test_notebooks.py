@@ -6,7 +6,7 @@ import statistics
 
 import pytest
 
-from lic import book, report
+from lic import book, evaluate, report
 from nbtools import is_clean
 
 pytestmark = pytest.mark.slow
@@ -43,6 +43,11 @@ def test_baselines_results(executed):
         spread = (max(dec) - min(dec)) / statistics.median(dec) * 100
         assert res["timing_spread_pct"][arch]["decode_ms"] == pytest.approx(spread, abs=0.06)  # rounded to 0.1
         assert {r["steps"] for r in models if r["arch"] == arch} <= {120, 30}  # smoke schedule, from the manifest
+    def family(arch):
+        pts = sorted((r for r in models if r["arch"] == arch), key=lambda r: r["lambda"])
+        return {"bpp": [r["bpp"] for r in pts], "psnr": [r["psnr"] for r in pts]}
+    mean_vs = evaluate.bd(family("bmshj2018-hyperprior"), family("mbt2018-mean"))["bd_rate"]  # the second bar
+    assert res["mean_vs_bmshj"] is None and math.isnan(mean_vs) or res["mean_vs_bmshj"] == pytest.approx(mean_vs)
     for codec in ("jpeg", "webp"):
         bpps = [p["bpp"] for p in res["classical"][codec]]
         assert bpps == sorted(bpps)
