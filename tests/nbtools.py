@@ -1,6 +1,6 @@
-"""Write a clean chapter notebook from a list of (kind, source) cells. Used by developers to
-(re)generate ``notebooks/*.ipynb`` from ``notebooks/src/*.py``; kept beside the tests because
-the tests also use :func:`is_clean`."""
+"""Write a clean chapter notebook from a ``# %%`` percent-format script (for developers starting
+a chapter: ``python tests/nbtools.py notebooks/src/NN_name.py`` writes ``notebooks/NN_name.ipynb``),
+and :func:`is_clean`, which the tests use."""
 from __future__ import annotations
 
 import json
@@ -51,11 +51,14 @@ def write_notebook(src: Path, dst: Path) -> None:
 
 
 def is_clean(path) -> bool:
-    """No outputs, no execution counts, and one cell tagged ``parameters``."""
+    """No outputs, no execution counts, one cell tagged ``parameters``, and every cell has the id
+    nbformat 4.5 requires (read from the file: nbformat fills missing ids in silently)."""
+    raw = json.loads(Path(path).read_text())
     nb = nbformat.read(str(path), as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     return (all(not c.outputs and c.execution_count is None for c in code)
-            and sum("parameters" in c.metadata.get("tags", []) for c in code) == 1)
+            and sum("parameters" in c.metadata.get("tags", []) for c in code) == 1
+            and all(c.get("id") for c in raw["cells"]))
 
 
 if __name__ == "__main__":
