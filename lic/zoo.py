@@ -5,6 +5,7 @@ included), CompressAI pretrained weights at ``paper`` scale, and the trained zoo
     python -m lic.zoo list --scale cpu                             # models and BD-rate vs WebP
     LIC_ZOO=runs/long python -m lic.zoo train --scale cpu --arch A --steps 60000   # a schedule trial
     python -m lic.zoo adopt runs/long --scale cpu --arch A         # take the trial's models
+    python -m lic.zoo check-fp16 runs/cpu --scale cpu               # fp16 files vs fp32 states
 
 Checkpoint layout: ``{"arch", "widths", "channels", "state_dict", "meta"}``. ``channels`` (every
 layer's [in, out]) is stored because CompressAI's ``from_state_dict`` infers only N and M, which
@@ -41,6 +42,8 @@ ZOO_FUNCS = {"bmshj2018-hyperprior": "bmshj2018_hyperprior", "mbt2018-mean": "mb
 # buffers rebuilt by update(force=True); never stored
 CODER_TABLES = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 PROJECT = Path(__file__).resolve().parents[1]
+# the zoo stores transforms in fp16 only where that moves the mean test PSNR by at most this much
+FP16_TOLERANCE_DB = 0.01
 
 
 class CheckpointError(RuntimeError):
@@ -124,6 +127,76 @@ def load(path, sha256: str | None = None, retrain_hint: str = ""):
         raise CheckpointError(f"checkpoint {path}: rebuilt channels differ from the stored ones")
     model.update(force=True)
     return model.eval()
+
+
+def fp16_check(fp32: dict, fp16: dict, tol_db=FP16_TOLERANCE_DB) -> dict:
+    """Compare the mean results of a model's fp32 weights and of its fp16 file."""
+    delta = fp16["psnr"] - fp32["psnr"]
+    return {"psnr_fp32": fp32["psnr"], "bpp_fp32": fp32["bpp"], "delta_psnr_db": delta,
+            "delta_bpp_pct": 100 * (fp16["bpp"] / fp32["bpp"] - 1), "tolerance_db": tol_db,
+            "stored": "fp16" if abs(delta) <= tol_db else "fp32"}
+
+
+def check_stored_fp16(scale: Scale, state_dirs, root=None, progress=True) -> dict:
+    """Measure zoo models stored in fp16 against their fp32 weights, where the training state
+    they were saved from (``<dir>/<name>.state.pt``) is still in one of ``state_dirs``; record the
+    comparison in the manifest. A state counts only if it finished the model's steps and rounds to
+    the stored weights. Returns {name: fp16_check}."""
+    manifest, images, found = read_manifest(scale), lic_data.test_images(scale, root), {}
+    for name, entry in sorted(manifest.items()):
+        if not entry.get("weights", "").startswith("fp16"):
+            continue
+        stored = load(zoo_dir(scale) / entry["file"], entry["sha256"])
+        for folder in state_dirs:
+            f = Path(folder) / f"{name}.state.pt"
+            if not f.is_file():
+                continue
+            state = torch.load(f, map_location="cpu", weights_only=False)
+            fp32 = build(entry["arch"], **entry["widths"])
+            fp32.load_state_dict(state["model"])
+            if state["step"] != entry["steps"] or not _rounds_to(fp32, stored):
+                continue
+            ref = evaluate(fp32, images, real=True, timed=0, progress=progress, desc=f"{name} fp32")["mean"]
+            res = evaluate(stored, images, real=True, timed=0, progress=progress, desc=f"{name} fp16")["mean"]
+            entry["fp16_check"] = found[name] = fp16_check(ref, res)
+            _write_manifest(scale, manifest)
+            break
+    return found
+
+
+def _rounds_to(fp32, stored) -> bool:
+    """Whether ``stored`` (fp16 transforms, fp32 entropy models) was saved from ``fp32``."""
+    ref = stored.state_dict()
+    for k, v in fp32.state_dict().items():
+        if k.rsplit(".", 1)[-1] in CODER_TABLES or not v.is_floating_point():
+            continue
+        entropy = "entropy_bottleneck" in k or "gaussian_conditional" in k
+        if not torch.equal(v if entropy else v.half().float(), ref[k]):
+            return False
+    return True
+
+
+def save_checked(model, path, meta: dict, images, half=True, tol_db=FP16_TOLERANCE_DB, progress=True,
+                 desc="eval"):
+    """Save a zoo model, reload the file and measure it on ``images`` with real bitstreams.
+
+    With ``half``, the fp32 model is measured first; the fp16 file is kept only if its mean PSNR is
+    within ``tol_db`` of fp32's, otherwise the file is rewritten in fp32. The comparison goes into
+    ``meta["fp16_check"]``. Returns (sha256, loaded model, mean results of the loaded model).
+    """
+    arch, widths = meta["arch"], meta["widths"]
+    if half:
+        ref = evaluate(model, images, real=True, timed=0, progress=progress, desc=f"{desc} (fp32)")["mean"]
+    sha = save(model, path, arch, widths, meta, half=half)
+    loaded = load(path, sha)
+    res = evaluate(loaded, images, real=True, timed=0, progress=progress, desc=desc)["mean"]
+    if half:
+        meta["fp16_check"] = fp16_check(ref, res, tol_db)
+        if meta["fp16_check"]["stored"] == "fp32":
+            meta["weights"] = "fp32"
+            sha = save(model, path, arch, widths, meta, half=False)
+            loaded, res = load(path, sha), ref
+    return sha, loaded, res
 
 
 def fingerprint(model, length: int = 12) -> str:
@@ -262,9 +335,8 @@ def train_model(arch: str, lmbda: float, scale: Scale, root=None, progress=True,
             "seed": seed, "train_seconds": round(curve[-1]["elapsed_s"] if curve else 0, 1),
             "train_data": scale.train_set, "weights": "fp16 transforms, fp32 entropy models" if half
             else "fp32", "torch": str(torch.__version__)}
-    sha = save(model, zoo_dir(scale) / file, arch, scale.widths(arch), meta, half=half)
-    loaded = load(zoo_dir(scale) / file, sha)
-    res = evaluate(loaded, images, real=True, timed=0, progress=progress, desc=f"{name} eval")["mean"]
+    sha, loaded, res = save_checked(model, zoo_dir(scale) / file, meta, images, half=half,
+                                    progress=progress, desc=f"{name} eval")
     curve_log, curve_copy = run / f"{name}.curve.csv", zoo_dir(scale) / f"{name}.curve.csv"
     if curve_log.exists() and curve_log.resolve() != curve_copy.resolve():  # one folder for both is fine
         shutil.copyfile(curve_log, curve_copy)
@@ -386,8 +458,22 @@ def main(argv=None) -> int:
     ad.add_argument("source", help="the other zoo's LIC_ZOO folder, e.g. runs/trial")
     ad.add_argument("--scale", default="cpu")
     ad.add_argument("--arch", action="append", help="repeatable; default: all")
+    ck = sub.add_parser("check-fp16", help="measure fp16-stored models against their fp32 training states")
+    ck.add_argument("states", nargs="+", help="folders holding <name>.state.pt, e.g. runs/cpu runs/trial/cpu")
+    ck.add_argument("--scale", default="cpu")
+    ck.add_argument("--data", default=None, help="data root (default: $LIC_DATA)")
     args = ap.parse_args(argv)
     scale = get_scale(args.scale)
+    if args.cmd == "check-fp16":
+        found = check_stored_fp16(scale, args.states, root=args.data)
+        for name, c in found.items():
+            print(f"{name:32s} fp16 - fp32: {c['delta_psnr_db']:+.4f} dB  {c['delta_bpp_pct']:+.3f} % bpp  "
+                  f"(within {c['tolerance_db']} dB: {c['stored'] == 'fp16'})")
+        missing = [n for n, e in read_manifest(scale).items() if e.get("weights", "").startswith("fp16")
+                   and n not in found]
+        if missing:
+            print(f"no matching fp32 training state for: {', '.join(missing)}")
+        return 0
     if args.cmd == "adopt":
         for name in adopt(args.source, scale, args.arch):
             print(f"adopted {name} into {zoo_dir(scale)}")

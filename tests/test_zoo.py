@@ -164,3 +164,66 @@ def test_zoo_follows_the_architectures_own_schedule(tmp_zoo):
     steps = {lam: manifest[zoo.model_name("bmshj2018-hyperprior", lam)]["steps"]
              for lam in (smoke.lambdas[0], zoo.middle_lambda(smoke))}
     assert steps == {smoke.lambdas[0]: 2, zoo.middle_lambda(smoke): 5}
+
+
+@pytest.mark.parametrize("tol_db, stored", [(math.inf, torch.float16), (-1.0, torch.float32)])
+def test_fp16_weights_are_kept_only_within_the_psnr_tolerance(smoke, tmp_path, tol_db, stored):
+    """save_checked measures fp32 and the fp16 file on real bitstreams; beyond the tolerance
+    (here forced with a negative one) the file is rewritten in fp32 and its results are fp32's."""
+    import numpy as np
+
+    torch.manual_seed(0)
+    model = zoo.build_for("bmshj2018-hyperprior", smoke)
+    images = [("noise", np.random.default_rng(0).integers(0, 256, (170, 200, 3), dtype=np.uint8))]
+    meta = {"arch": "bmshj2018-hyperprior", "widths": smoke.widths("bmshj2018-hyperprior")}
+    sha, loaded, res = zoo.save_checked(model, tmp_path / "m.pt", meta, images, tol_db=tol_db,
+                                        progress=False)
+    check = meta["fp16_check"]
+    assert check["stored"] == ("fp16" if stored == torch.float16 else "fp32")
+    state = torch.load(tmp_path / "m.pt", weights_only=True)["state_dict"]
+    assert state["g_a.0.weight"].dtype == stored
+    assert state["entropy_bottleneck.matrices.0"].dtype == torch.float32  # entropy models stay fp32
+    assert zoo.load(tmp_path / "m.pt", sha) is not None  # the manifest's sha256 is the final file's
+    if stored == torch.float16:
+        assert res["psnr"] - check["psnr_fp32"] == pytest.approx(check["delta_psnr_db"])
+    else:
+        assert meta["weights"] == "fp32" and res["psnr"] == check["psnr_fp32"]
+        assert torch.equal(loaded.g_a[0].weight, model.g_a[0].weight)
+
+
+def test_check_fp16_measures_stored_models_against_their_own_fp32_state(smoke, tmp_zoo):
+    """check-fp16 uses a training state only if it finished the model's steps and rounds to the
+    stored fp16 weights; it records the same comparison save_checked makes."""
+    from lic import data as lic_data
+
+    torch.manual_seed(0)
+    arch, name = "bmshj2018-hyperprior", zoo.model_name("bmshj2018-hyperprior", smoke.lambdas[0])
+    model = zoo.build_for(arch, smoke)
+    meta = {"arch": arch, "widths": smoke.widths(arch), "steps": 7, "weights": "fp16 transforms, fp32 entropy models"}
+    images = lic_data.test_images(smoke)
+    path = zoo.zoo_dir(smoke) / f"{name}.pt"
+    sha, _, _ = zoo.save_checked(model, path, meta, images, tol_db=math.inf, progress=False)
+    expected = meta.pop("fp16_check")
+    zoo._write_manifest(smoke, {name: {**meta, "file": path.name, "sha256": sha}})
+    other, unfinished, good = (tmp_zoo / d for d in ("other", "unfinished", "good"))
+    for folder, weights, step in ((other, zoo.build_for(arch, smoke), 7), (unfinished, model, 6), (good, model, 7)):
+        folder.mkdir()
+        torch.save({"model": weights.state_dict(), "step": step}, folder / f"{name}.state.pt")
+    assert zoo.check_stored_fp16(smoke, [other, unfinished], progress=False) == {}
+    found = zoo.check_stored_fp16(smoke, [other, unfinished, good], progress=False)
+    assert found[name]["delta_psnr_db"] == pytest.approx(expected["delta_psnr_db"])
+    assert zoo.read_manifest(smoke)[name]["fp16_check"] == found[name]
+
+
+def test_committed_cpu_zoo_loads_without_training_and_fp16_was_checked(monkeypatch):
+    """What a clean clone holds: every manifest entry's file exists, matches its sha256, loads as its
+    architecture at the cpu widths, and fp16 storage was measured within the tolerance."""
+    monkeypatch.delenv("LIC_ZOO", raising=False)
+    cpu = get_scale("cpu")
+    manifest = zoo.read_manifest(cpu)
+    assert manifest, "no committed cpu zoo"
+    for name, entry in manifest.items():
+        model = zoo.get(entry["arch"], entry["lambda"], cpu, train_missing=False, progress=False)
+        assert isinstance(model, zoo.CLASSES[entry["arch"]]) and entry["widths"] == cpu.widths(entry["arch"])
+        if entry["weights"].startswith("fp16"):
+            assert abs(entry["fp16_check"]["delta_psnr_db"]) <= zoo.FP16_TOLERANCE_DB, name
