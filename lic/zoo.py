@@ -84,6 +84,11 @@ def pretrained(arch: str, lmbda: float, metric: str = "mse"):
 # checkpoints
 
 
+def _is_entropy(key: str) -> bool:
+    """Entropy-model parameters: stored in fp32 even in fp16 checkpoints."""
+    return "entropy_bottleneck" in key or "gaussian_conditional" in key
+
+
 def save(model, path, arch: str, widths: dict, meta=None, half=False) -> str:
     """Save ``model`` with its architecture, widths and per-layer channels; return its sha256.
 
@@ -93,8 +98,7 @@ def save(model, path, arch: str, widths: dict, meta=None, half=False) -> str:
     for k, v in model.state_dict().items():
         if k.rsplit(".", 1)[-1] in CODER_TABLES:
             continue
-        entropy = "entropy_bottleneck" in k or "gaussian_conditional" in k
-        state[k] = v.half() if half and v.is_floating_point() and not entropy else v.clone()
+        state[k] = v.half() if half and v.is_floating_point() and not _is_entropy(k) else v.clone()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"arch": arch, "widths": dict(widths), "channels": channel_config(model),
@@ -134,7 +138,7 @@ def fp16_check(fp32: dict, fp16: dict, tol_db=FP16_TOLERANCE_DB) -> dict:
     delta = fp16["psnr"] - fp32["psnr"]
     return {"psnr_fp32": fp32["psnr"], "bpp_fp32": fp32["bpp"], "delta_psnr_db": delta,
             "delta_bpp_pct": 100 * (fp16["bpp"] / fp32["bpp"] - 1), "tolerance_db": tol_db,
-            "stored": "fp16" if abs(delta) <= tol_db else "fp32"}
+            "within_tolerance": abs(delta) <= tol_db}
 
 
 def check_stored_fp16(scale: Scale, state_dirs, root=None, progress=True) -> dict:
@@ -170,8 +174,7 @@ def _rounds_to(fp32, stored) -> bool:
     for k, v in fp32.state_dict().items():
         if k.rsplit(".", 1)[-1] in CODER_TABLES or not v.is_floating_point():
             continue
-        entropy = "entropy_bottleneck" in k or "gaussian_conditional" in k
-        if not torch.equal(v if entropy else v.half().float(), ref[k]):
+        if not torch.equal(v if _is_entropy(k) else v.half().float(), ref[k]):
             return False
     return True
 
@@ -192,7 +195,7 @@ def save_checked(model, path, meta: dict, images, half=True, tol_db=FP16_TOLERAN
     res = evaluate(loaded, images, real=True, timed=0, progress=progress, desc=desc)["mean"]
     if half:
         meta["fp16_check"] = fp16_check(ref, res, tol_db)
-        if meta["fp16_check"]["stored"] == "fp32":
+        if not meta["fp16_check"]["within_tolerance"]:
             meta["weights"] = "fp32"
             sha = save(model, path, arch, widths, meta, half=False)
             loaded, res = load(path, sha), ref
@@ -468,7 +471,7 @@ def main(argv=None) -> int:
         found = check_stored_fp16(scale, args.states, root=args.data)
         for name, c in found.items():
             print(f"{name:32s} fp16 - fp32: {c['delta_psnr_db']:+.4f} dB  {c['delta_bpp_pct']:+.3f} % bpp  "
-                  f"(within {c['tolerance_db']} dB: {c['stored'] == 'fp16'})")
+                  f"(within {c['tolerance_db']} dB: {c['within_tolerance']})")
         missing = [n for n, e in read_manifest(scale).items() if e.get("weights", "").startswith("fp16")
                    and n not in found]
         if missing:
