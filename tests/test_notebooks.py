@@ -48,6 +48,8 @@ def test_baselines_results(executed):
         return {"bpp": [r["bpp"] for r in pts], "psnr": [r["psnr"] for r in pts]}
     mean_vs = evaluate.bd(family("bmshj2018-hyperprior"), family("mbt2018-mean"))["bd_rate"]  # the second bar
     assert res["mean_vs_bmshj"] is None and math.isnan(mean_vs) or res["mean_vs_bmshj"] == pytest.approx(mean_vs)
+    ctx_vs = evaluate.bd(family("mbt2018-mean"), family("mbt2018"))["bd_rate"]  # what the context model buys
+    assert res["ctx_vs_mean"] is None and math.isnan(ctx_vs) or res["ctx_vs_mean"] == pytest.approx(ctx_vs)
     for codec in ("jpeg", "webp"):
         bpps = [p["bpp"] for p in res["classical"][codec]]
         assert bpps == sorted(bpps)

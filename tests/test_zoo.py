@@ -227,3 +227,5 @@ def test_committed_cpu_zoo_loads_without_training_and_fp16_was_checked(monkeypat
         assert isinstance(model, zoo.CLASSES[entry["arch"]]) and entry["widths"] == cpu.widths(entry["arch"])
         if entry["weights"].startswith("fp16"):
             assert abs(entry["fp16_check"]["delta_psnr_db"]) <= zoo.FP16_TOLERANCE_DB, name
+    committed = sum(f.stat().st_size for f in zoo.zoo_dir(cpu).rglob("*") if f.is_file())
+    assert committed <= 80e6, f"cpu zoo is {committed / 1e6:.1f} MB; the issue's budget is 80 MB"
