@@ -336,3 +336,44 @@ def write_csv(path, rows):
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
+
+
+def _plain_fp32_seconds(model, data, steps, lmbda, batch, crop):
+    """Seconds per step of CompressAI's example loop: fp32, eager, default memory format."""
+    params = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
+    aux = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
+    opt, aux_opt = torch.optim.Adam(params, 1e-4), torch.optim.Adam(aux, 1e-3)
+    model.train()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        x = data.batch(batch, crop)
+        opt.zero_grad()
+        rd_loss(model(x), x, lmbda)["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        aux_opt.zero_grad()
+        model.aux_loss().backward()
+        aux_opt.step()
+    return (time.perf_counter() - t0) / steps
+
+
+def speedup(make_model, data, steps=30, batch=8, crop=128, lmbda=0.013, warmup=3) -> dict:
+    """Training throughput of :func:`train` against plain fp32 eager CompressAI, measured in one run.
+
+    ``make_model()`` builds a fresh, untrained model; both loops take batches of the same shape from
+    ``data`` and run ``warmup`` untimed steps first. Returns seconds per step of each and the ratio.
+    """
+    torch.manual_seed(0)
+    ref = make_model()
+    _plain_fp32_seconds(ref, data, warmup, lmbda, batch, crop)
+    plain = _plain_fp32_seconds(ref, data, steps, lmbda, batch, crop)
+    torch.manual_seed(0)
+    ours = make_model()
+    cfg = TrainConfig(lmbda=lmbda, steps=warmup, batch=batch, crop=crop, checkpoint_every=10**9)
+    train(ours, data, cfg, progress=False)
+    cfg = TrainConfig(**{**asdict(cfg), "steps": steps})
+    t0 = time.perf_counter()
+    train(ours, data, cfg, progress=False)
+    lic = (time.perf_counter() - t0) / steps
+    return {"plain_fp32_s": plain, "lic_s": lic, "ratio": plain / lic, "steps": steps, "batch": batch,
+            "crop": crop, "threads": torch.get_num_threads(), "channels_last": uses_channels_last(ours)}

@@ -48,6 +48,9 @@ def test_baselines_results(executed):
         return {"bpp": [r["bpp"] for r in pts], "psnr": [r["psnr"] for r in pts]}
     mean_vs = evaluate.bd(family("bmshj2018-hyperprior"), family("mbt2018-mean"))["bd_rate"]  # the second bar
     assert res["mean_vs_bmshj"] is None and math.isnan(mean_vs) or res["mean_vs_bmshj"] == pytest.approx(mean_vs)
+    speed = res["train_speed"]  # the throughput measurement the chapter quotes
+    assert speed["ratio"] == pytest.approx(speed["plain_fp32_s"] / speed["lic_s"]) and speed["steps"] == 30
+    assert speed["channels_last"]  # bmshj2018-hyperprior is not a cheng2020 model
     ctx_vs = evaluate.bd(family("mbt2018-mean"), family("mbt2018"))["bd_rate"]  # what the context model buys
     assert res["ctx_vs_mean"] is None and math.isnan(ctx_vs) or res["ctx_vs_mean"] == pytest.approx(ctx_vs)
     for codec in ("jpeg", "webp"):
