@@ -1,0 +1,30 @@
+"""The benchmark scripts run end to end at smoke scale (their numbers are measured at cpu scale)."""
+import importlib.util
+
+import pytest
+
+from conftest import PROJECT
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name, PROJECT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_train_speed_reports_its_own_ratio():
+    r = _script("train_speed").main(["--scale", "smoke", "--steps", "2"])
+    assert r["plain_fp32_s"] > 0 and r["lic_s"] > 0 and r["steps"] == 2
+    assert r["ratio"] == pytest.approx(r["plain_fp32_s"] / r["lic_s"])
+
+
+def test_bf16_quality_trains_both_ways_from_the_same_start(tmp_zoo, capsys):
+    res = _script("bf16_quality").main(["--scale", "smoke", "--steps", "3"])
+    assert set(res) == {"fp32 eager", "bf16 + channels_last"}
+    for r in res.values():
+        assert r["bpp"] > 0 and r["psnr"] > 5 and r["rd"] > r["bpp"]
+    assert res["fp32 eager"]["psnr"] != res["bf16 + channels_last"]["psnr"]  # the two runs really differ
+    states = sorted(p.name for p in (tmp_zoo / "runs").rglob("*.state.pt"))
+    assert len(states) == 2 and "fp32" in states[0] + states[1] and "bf16" in states[0] + states[1]
+    assert "bf16 vs fp32" in capsys.readouterr().out
