@@ -4,6 +4,7 @@ import importlib.util
 import pytest
 
 from conftest import PROJECT
+from lic import report
 
 
 def _script(name):
@@ -20,7 +21,7 @@ def test_train_speed_reports_its_own_ratio():
 
 
 def test_bf16_quality_trains_both_ways_from_the_same_start(tmp_zoo, capsys):
-    res = _script("bf16_quality").main(["--scale", "smoke", "--steps", "3"])
+    res = _script("bf16_quality").main(["--scale", "smoke", "--steps", "3", "--results", str(tmp_zoo / "results")])
     assert set(res) == {"fp32 eager", "bf16 + channels_last"}
     for r in res.values():
         assert r["bpp"] > 0 and r["psnr"] > 5 and r["rd"] > r["bpp"]
@@ -28,3 +29,5 @@ def test_bf16_quality_trains_both_ways_from_the_same_start(tmp_zoo, capsys):
     states = sorted(p.name for p in (tmp_zoo / "runs").rglob("*.state.pt"))
     assert len(states) == 2 and "fp32" in states[0] + states[1] and "bf16" in states[0] + states[1]
     assert "bf16 vs fp32" in capsys.readouterr().out
+    saved = report.load_results("bench_bf16_quality", "smoke", root=tmp_zoo / "results")  # what the chapter quotes
+    assert saved["steps"] == 3 and saved["runs"]["fp32 eager"]["psnr"] == pytest.approx(res["fp32 eager"]["psnr"])
