@@ -12,6 +12,7 @@ from ``runs/<scale>/bench-bf16-quality/``; the numbers go to
 from __future__ import annotations
 
 import argparse
+
 import torch
 
 from lic import data as lic_data

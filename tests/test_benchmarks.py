@@ -20,7 +20,7 @@ def test_train_speed_reports_its_own_ratio():
     assert r["ratio"] == pytest.approx(r["plain_fp32_s"] / r["lic_s"])
 
 
-def test_bf16_quality_trains_both_ways_from_the_same_start(tmp_zoo, capsys):
+def test_bf16_quality_trains_both_ways_and_saves_what_it_prints(tmp_zoo, capsys):
     res = _script("bf16_quality").main(["--scale", "smoke", "--steps", "3", "--results", str(tmp_zoo / "results")])
     assert set(res) == {"fp32 eager", "bf16 + channels_last"}
     for r in res.values():
