@@ -40,7 +40,7 @@ def main(argv=None):
         torch.manual_seed(0)  # both start from the same weights
         model = zoo.build_for(args.arch, scale)
         cfg = TrainConfig.from_scale(scale, args.lmbda, steps=args.steps, late_crop=0, late_frac=0.0,
-                                     eval_every=0, fast=fast, channels_last=fast)
+                                     eval_every=0, precision="bf16" if fast else "fp32", channels_last=fast)
         state = run / f"{args.arch}-{args.lmbda:.4f}-{args.steps}-{'bf16' if fast else 'fp32'}.state.pt"
         train(model, data, cfg, checkpoint=state, desc=name)
         seconds = torch.load(state, weights_only=False)["elapsed"]  # training time, kept across resumes

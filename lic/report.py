@@ -46,12 +46,14 @@ def _clean(obj):
 
 
 def environment() -> dict:
-    """Where a run happened: versions, CPU, threads, time."""
+    """Where a run happened: versions, CPU (model and ISA level), threads, time."""
     import compressai
     import torch
 
+    from .precision import cpu_model
+
     return {"python": platform.python_version(), "torch": torch.__version__,
-            "compressai": compressai.__version__, "cpu": platform.processor() or platform.machine(),
+            "compressai": compressai.__version__, "cpu": cpu_model(),
             "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 

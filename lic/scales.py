@@ -45,7 +45,6 @@ class Scale:
     prune_finetune_steps: int = 0  # fine-tuning budget of a pruned model (every pruning chapter)
     estimate_iters: int = 50       # gradient steps of iterative importance estimates (Liao)
     resrep_steps: int = 0          # ResRep training of the hyper path before the merge (Luo)
-    fast: bool = True           # bf16 autocast + channels_last (see benchmarks/train_speed.py)
     arch_steps: tuple = ()      # ((arch, steps, finetune_steps), ...): per-architecture schedules
 
     def schedule(self, arch: str) -> tuple:

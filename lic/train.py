@@ -2,27 +2,31 @@
 
 loss = R + λ·255²·MSE (+ the terms hooks add), an aux loss for the entropy bottleneck's quantiles,
 gradient clipping, a cosine learning-rate decay, tqdm progress, periodic resumable checkpoints
-(model, both optimizers, step, every RNG, hook state, learning curve) and bf16 autocast with
-channels_last on CPU, entropy models kept in fp32.
+(model, both optimizers, step, every RNG, hook state, learning curve) and the fastest precision of
+this CPU (fp32 or bf16 autocast, channels_last or not: :mod:`lic.precision`), entropy models in fp32.
 
 Methods plug in through hooks (see :class:`Hook`) instead of copying the loop.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import math
 import os
 import random
 import signal
+import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from compressai.entropy_models import EntropyModel
 from tqdm import tqdm
+
+from . import precision as prec
+from .precision import uses_channels_last  # noqa: F401 - part of this module's interface
 
 
 @dataclass
@@ -39,8 +43,8 @@ class TrainConfig:
     late_frac: float = 0.0
     checkpoint_every: int = 500
     eval_every: int = 0
-    fast: bool = True
-    channels_last: bool = True
+    precision: str | None = None    # "fp32" | "bf16" | "auto"; None: $LIC_PRECISION, else auto
+    channels_last: bool = True      # allowed (never for cheng2020); auto decides whether it helps
     seed: int = 0
 
     @classmethod
@@ -48,8 +52,7 @@ class TrainConfig:
         cfg = cls(lmbda=lmbda, steps=scale.steps if steps is None else steps, batch=scale.batch,
                   crop=scale.crop, lr=scale.lr, lr_final=scale.lr_final, aux_lr=scale.aux_lr,
                   clip=scale.clip, late_crop=scale.late_crop, late_frac=scale.late_frac,
-                  checkpoint_every=scale.checkpoint_every, eval_every=scale.eval_every,
-                  fast=scale.fast)
+                  checkpoint_every=scale.checkpoint_every, eval_every=scale.eval_every)
         for k, v in changes.items():
             setattr(cfg, k, v)
         return cfg
@@ -85,44 +88,19 @@ def rd_loss(out, x, lmbda):
 
     ``out["x_hat"] is None`` means the reconstruction does not depend on what is trained (e.g. a
     hyper path under a frozen main path, :class:`lic.luo.RatePath`): the loss is the rate alone.
+    A variable-rate model returns its own λ per image (``out["lmbda"]``, e.g.
+    :class:`lic.models.gated.VariableRate`): each image's R + λ·255²·D is weighed by it, and
+    ``lmbda`` is ignored; the loss is the mean over images.
     """
     n, _, h, w = x.shape
-    bpp = sum(torch.log(lik.float()).sum() for lik in out["likelihoods"].values()) / (-math.log(2) * n * h * w)
+    bits = torch.stack([torch.log(lik.float()).flatten(1).sum(1) for lik in out["likelihoods"].values()]).sum(0)
+    bpp_i = bits / (-math.log(2) * h * w)
     if out["x_hat"] is None:
-        mse = torch.zeros((), device=bpp.device)
+        mse_i = torch.zeros_like(bpp_i)
     else:
-        mse = torch.mean((out["x_hat"].float() - x.float()) ** 2)
-    return {"bpp": bpp, "mse": mse, "loss": bpp + lmbda * 255 ** 2 * mse}
-
-
-def _fp32_forward(fn):
-    def forward(*args, **kwargs):
-        cast = lambda a: a.float() if torch.is_tensor(a) and a.is_floating_point() else a  # noqa: E731
-        with torch.autocast("cpu", enabled=False):
-            return fn(*map(cast, args), **{k: cast(v) for k, v in kwargs.items()})
-    return forward
-
-
-@contextlib.contextmanager
-def fast_cpu(model, enabled=True, channels_last=True):
-    """channels_last for the model and fp32 entropy models; the caller runs the forward pass under
-    ``autocast(enabled)`` (forward and loss only: backward and optimizer steps stay outside, as
-    PyTorch's AMP guide says; running them inside stopped this loop from learning at all)."""
-    if not enabled:
-        yield lambda x: x
-        return
-    patched = [m for m in model.modules() if isinstance(m, EntropyModel)]
-    for m in patched:
-        m.forward = _fp32_forward(m.forward)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    try:
-        yield (lambda x: x.contiguous(memory_format=torch.channels_last)) if channels_last else (lambda x: x)
-    finally:
-        for m in patched:
-            del m.forward
-        if channels_last:
-            model.to(memory_format=torch.contiguous_format)
+        mse_i = ((out["x_hat"].float() - x.float()) ** 2).flatten(1).mean(1)
+    lam = out["lmbda"].to(bpp_i) if out.get("lmbda") is not None else lmbda
+    return {"bpp": bpp_i.mean(), "mse": mse_i.mean(), "loss": (bpp_i + lam * 255 ** 2 * mse_i).mean()}
 
 
 @contextlib.contextmanager
@@ -138,12 +116,6 @@ def only_these_trained(model, params):
     finally:
         for p in frozen:
             p.requires_grad_(True)
-
-
-def uses_channels_last(model) -> bool:
-    """cheng2020 models abort with heap corruption under channels_last on torch 2.14 CPU
-    (METHOD_NOTES); every other architecture gets it."""
-    return not any("Cheng2020" in type(m).__name__ for m in model.modules())
 
 
 def split_parameters(model, params=None):
@@ -207,6 +179,70 @@ def _save_atomic(obj, path: Path):
     os.replace(tmp, path)
 
 
+def phases(cfg: TrainConfig) -> list:
+    """[(first step, end step, batch, crop)]: the main crop, then the late crop if any (same
+    pixels per batch)."""
+    if not cfg.late_crop:
+        return [(0, cfg.steps, cfg.batch, cfg.crop)]
+    late_start = int(cfg.steps * (1 - cfg.late_frac))
+    late_batch = max(1, round(cfg.batch * (cfg.crop / cfg.late_crop) ** 2))
+    return [(0, late_start, cfg.batch, cfg.crop), (late_start, cfg.steps, late_batch, cfg.late_crop)]
+
+
+def _step(model, x, opt, aux_opt, main_params, cfg, hooks, loop, step):
+    """One optimisation step; returns the loss terms (the total under ``loss``)."""
+    opt.zero_grad(set_to_none=True)
+    with prec.autocast(loop):
+        out = model(x)
+        terms = rd_loss(out, x, cfg.lmbda)
+        loss = terms["loss"]
+        for hook in hooks:
+            for k, v in hook.loss(model, out, x).items():
+                terms[k] = v
+                loss = loss + v
+        terms["loss"] = loss  # the total, with the hooks' terms
+    loss.backward()
+    for hook in hooks:
+        hook.after_backward(model, step)
+    if cfg.clip:
+        torch.nn.utils.clip_grad_norm_(main_params, cfg.clip)
+    opt.step()
+    if aux_opt:
+        aux_opt.zero_grad(set_to_none=True)
+        model.aux_loss().backward()
+        aux_opt.step()
+    for hook in hooks:
+        hook.after_step(model, step)
+    return terms
+
+
+def _measurer(model, main_params, aux_params, cfg, batch, crop, warmup=2, steps=5):
+    """``measure(loop, best)`` for :func:`lic.precision.choose`: median seconds of ``steps`` steps
+    (after ``warmup``) of a copy of ``model`` on random batches of the real shape, with throwaway
+    optimizers and every RNG restored, so calibrating leaves the run exactly as it was. A loop
+    whose first warm-up step alone takes over 3x the best median so far is not timed further."""
+    names = {id(p): n for n, p in model.named_parameters()}
+
+    def measure(loop, best):
+        twin = copy.deepcopy(model)
+        by_name = dict(twin.named_parameters())
+        main = [by_name[names[id(p)]] for p in main_params]
+        aux = [by_name[names[id(p)]] for p in aux_params]
+        opt = torch.optim.Adam(main, lr=cfg.lr)
+        aux_opt = torch.optim.Adam(aux, lr=cfg.aux_lr) if aux else None
+        times = []
+        with torch.random.fork_rng(devices=[]), prec.running(twin, loop) as to_format:
+            x = to_format(torch.rand(batch, 3, crop, crop))
+            for i in range(warmup + steps):
+                t0 = time.perf_counter()
+                _step(twin, x, opt, aux_opt, main, cfg, (), loop, 0)
+                times.append(time.perf_counter() - t0)
+                if i == 0 and best is not None and times[-1] > 3 * best:
+                    return times[-1]
+        return statistics.median(times[warmup:])
+    return measure
+
+
 def train(model, data, cfg: TrainConfig, checkpoint=None, hooks=(), params=None, evaluate=None,
           log=None, progress=True, stop_after=None, desc="train"):
     """Train ``model`` in place for ``cfg.steps`` steps; resume from ``checkpoint`` if it exists.
@@ -214,15 +250,20 @@ def train(model, data, cfg: TrainConfig, checkpoint=None, hooks=(), params=None,
     Args:
         data: a :class:`lic.data.ImageFolder` (its ``batch(n, crop)`` gives training patches).
         checkpoint: path of the resumable checkpoint (written every ``cfg.checkpoint_every`` steps
-            and at the end); ``None`` disables checkpointing.
+            and at the end); ``None`` disables checkpointing. It resumes under any precision.
         hooks: :class:`Hook` objects adding loss terms or editing gradients.
         params: the parameters to optimise (default: all but the quantiles), e.g. only ``g_s``.
         evaluate: ``model -> dict`` run every ``cfg.eval_every`` steps and at the end (learning
-            curve); rows are returned and appended to ``log`` (CSV) if given.
+            curve, in fp32); rows are returned and appended to ``log`` (CSV) if given.
         stop_after: stop (after checkpointing) at this step, as a kill would; for tests.
 
-    Returns the learning curve: a list of dicts (step, wall time, losses, evaluation).
+    The loop (fp32 or bf16, channels_last or not) is chosen per phase (main crop, late crop) by
+    :func:`lic.precision.choose` from ``cfg.precision``; the checkpoint keeps every choice
+    (``loops``) and each learning-curve row names the loop it was trained under.
+
+    Returns the learning curve: a list of dicts (step, wall time, losses, precision, evaluation).
     """
+    precision = prec.requested(cfg.precision)  # a bad value fails before any work
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
@@ -230,7 +271,7 @@ def train(model, data, cfg: TrainConfig, checkpoint=None, hooks=(), params=None,
     main_params, aux_params = split_parameters(model, params)
     opt = torch.optim.Adam(main_params, lr=cfg.lr)
     aux_opt = torch.optim.Adam(aux_params, lr=cfg.aux_lr) if aux_params else None
-    step, curve, elapsed = 0, [], 0.0
+    step, curve, elapsed, loops = 0, [], 0.0, []
     checkpoint = Path(checkpoint) if checkpoint else None
     if checkpoint and checkpoint.exists():
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
@@ -241,6 +282,7 @@ def train(model, data, cfg: TrainConfig, checkpoint=None, hooks=(), params=None,
         for hook, hs in zip(hooks, state.get("hooks", [])):
             hook.load_state_dict(hs)
         step, curve, elapsed = state["step"], state["curve"], state.get("elapsed", 0.0)
+        loops = state.get("loops", [])
         _set_rng_state(state["rng"], data)
 
     def save():
@@ -249,11 +291,12 @@ def train(model, data, cfg: TrainConfig, checkpoint=None, hooks=(), params=None,
             _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(),
                           "aux_optimizer": aux_opt.state_dict() if aux_opt else None,
                           "hooks": [h.state_dict() for h in hooks], "step": step, "curve": curve,
-                          "elapsed": elapsed, "rng": _rng_state(data), "config": asdict(cfg)},
-                         checkpoint)
+                          "elapsed": elapsed, "rng": _rng_state(data), "config": asdict(cfg),
+                          "loops": loops}, checkpoint)
 
-    def record(stats):
-        row = {"step": step, "elapsed_s": round(elapsed, 2), **{k: float(v) for k, v in stats.items()}}
+    def record(stats, loop):
+        row = {"step": step, "elapsed_s": round(elapsed, 2), **{k: float(v) for k, v in stats.items()},
+               "precision": loop.name}
         if evaluate is not None:
             model.eval()
             row.update(evaluate(model))
@@ -262,66 +305,51 @@ def train(model, data, cfg: TrainConfig, checkpoint=None, hooks=(), params=None,
         if log:
             write_csv(log, curve)
 
-    late_start = int(cfg.steps * (1 - cfg.late_frac)) if cfg.late_crop else cfg.steps
     model.train()
     bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not progress, mininterval=2)
-    stats = {}
-    cl = cfg.channels_last and uses_channels_last(model)
+    stats, loop = {}, None
     frozen = None if params is None else main_params + aux_params
+    trained = {id(p) for p in main_params + aux_params}
     last_step_s = 0.0
-    with only_these_trained(model, frozen), fast_cpu(model, cfg.fast, cl) as to_format, _Stopped() as stopped:
-        while step < cfg.steps:
-            if stop_after is not None and step >= stop_after:
-                break
-            t0 = time.perf_counter()
-            crop, batch = cfg.crop, cfg.batch
-            if step >= late_start:
-                crop = cfg.late_crop
-                batch = max(1, round(cfg.batch * (cfg.crop / cfg.late_crop) ** 2))
-            x = to_format(data.batch(batch, crop))
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, cfg)
-            opt.zero_grad(set_to_none=True)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.fast):
-                out = model(x)
-                terms = rd_loss(out, x, cfg.lmbda)
-                loss = terms["loss"]
-                for hook in hooks:
-                    for k, v in hook.loss(model, out, x).items():
-                        terms[k] = v
-                        loss = loss + v
-                terms["loss"] = loss  # the total, with the hooks' terms
-            loss.backward()
-            for hook in hooks:
-                hook.after_backward(model, step)
-            if cfg.clip:
-                torch.nn.utils.clip_grad_norm_(main_params, cfg.clip)
-            opt.step()
-            if aux_opt:
-                aux_opt.zero_grad(set_to_none=True)
-                model.aux_loss().backward()
-                aux_opt.step()
-            for hook in hooks:
-                hook.after_step(model, step)
-            step += 1
-            step_s = time.perf_counter() - t0
-            if stopped.pop():  # paused (SIGSTOP/SIGCONT) during this step: count a normal step
-                step_s = last_step_s
-            elapsed += step_s
-            last_step_s = step_s
-            stats = {k: v.detach().item() for k, v in terms.items()}
-            if not math.isfinite(stats["loss"]):
-                raise FloatingPointError(f"loss became {stats['loss']} at step {step}; lower the "
-                                         "learning rate or resume from the last checkpoint")
-            bar.update(1)
-            bar.set_postfix(loss=f"{stats['loss']:.3f}", bpp=f"{stats['bpp']:.3f}", refresh=False)
-            if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
-                record(stats)
-            if checkpoint and step % cfg.checkpoint_every == 0:
-                save()
+    with only_these_trained(model, frozen), _Stopped() as stopped:
+        for first, end, batch, crop in phases(cfg):
+            if step >= end or (stop_after is not None and step >= stop_after):
+                continue
+            loop, times, how = prec.choose(
+                model, batch, crop, end - step, precision=precision, channels_last=cfg.channels_last,
+                trained=trained, measure=_measurer(model, main_params, aux_params, cfg, batch, crop))
+            loops.append({"from_step": step, "loop": loop.name, "how": how, "s_per_step": times,
+                          "cpu": prec.cpu_model(), "torch": str(torch.__version__)})
+            (tqdm.write if progress else lambda m: None)(f"{desc}: {prec.describe(loop, times, how)}")
+            with prec.running(model, loop) as to_format:
+                while step < end:
+                    if stop_after is not None and step >= stop_after:
+                        break
+                    t0 = time.perf_counter()
+                    x = to_format(data.batch(batch, crop))
+                    for g in opt.param_groups:
+                        g["lr"] = lr_at(step, cfg)
+                    terms = _step(model, x, opt, aux_opt, main_params, cfg, hooks, loop, step)
+                    step += 1
+                    step_s = time.perf_counter() - t0
+                    if stopped.pop():  # paused (SIGSTOP/SIGCONT) during this step: count a normal step
+                        step_s = last_step_s
+                    elapsed += step_s
+                    last_step_s = step_s
+                    stats = {k: v.detach().item() for k, v in terms.items()}
+                    if not math.isfinite(stats["loss"]):
+                        raise FloatingPointError(f"loss became {stats['loss']} at step {step}; lower the "
+                                                 "learning rate or resume from the last checkpoint")
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{stats['loss']:.3f}", bpp=f"{stats['bpp']:.3f}", loop=loop.name,
+                                    refresh=False)
+                    if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
+                        record(stats, loop)
+                    if checkpoint and step % cfg.checkpoint_every == 0:
+                        save()
     bar.close()
     if step >= cfg.steps and (not curve or curve[-1]["step"] != step):
-        record(stats)
+        record(stats, loop or prec.Loop.from_name(loops[-1]["loop"] if loops else "fp32"))
     save()
     model.eval()
     return curve
@@ -357,23 +385,45 @@ def _plain_fp32_seconds(model, data, steps, lmbda, batch, crop):
     return (time.perf_counter() - t0) / steps
 
 
-def speedup(make_model, data, steps=30, batch=8, crop=128, lmbda=0.013, warmup=3) -> dict:
-    """Training throughput of :func:`train` against plain fp32 eager CompressAI, measured in one run.
+def _loop_seconds(model, data, loop, steps, lmbda, batch, crop) -> float:
+    """Seconds per step of :func:`train` under ``loop`` (setup excluded)."""
+    cfg = TrainConfig(lmbda=lmbda, steps=steps, batch=batch, crop=crop, checkpoint_every=10**9,
+                      precision=loop.precision, channels_last=loop.channels_last)
+    return train(model, data, cfg, progress=False)[-1]["elapsed_s"] / steps
 
-    ``make_model()`` builds a fresh, untrained model; both loops take batches of the same shape from
-    ``data`` and run ``warmup`` untimed steps first. Returns seconds per step of each and the ratio.
+
+def throughput(make_model, data, steps=30, batch=8, crop=128, lmbda=0.013, warmup=3, repeats=2) -> dict:
+    """Training throughput on this CPU, every loop measured in one run, interleaved.
+
+    Plain fp32 eager CompressAI (its example loop) and :func:`train` under each candidate loop of
+    :func:`lic.precision.candidates`, ``repeats`` rounds of ``steps`` steps on batches of the same
+    shape (each model warmed up by ``warmup`` steps first), plus the loop ``precision="auto"``
+    picks here (its cached or fresh calibration, as a real run of this shape would make it).
+    ``make_model()`` builds a fresh, untrained model. Returns every loop's median seconds per step
+    and its runs, the auto choice, and ``ratio`` = plain fp32 / the auto-chosen loop.
     """
     torch.manual_seed(0)
-    ref = make_model()
-    _plain_fp32_seconds(ref, data, warmup, lmbda, batch, crop)
-    plain = _plain_fp32_seconds(ref, data, steps, lmbda, batch, crop)
-    torch.manual_seed(0)
-    ours = make_model()
-    cfg = TrainConfig(lmbda=lmbda, steps=warmup, batch=batch, crop=crop, checkpoint_every=10**9)
-    train(ours, data, cfg, progress=False)
-    cfg = TrainConfig(**{**asdict(cfg), "steps": steps})
-    t0 = time.perf_counter()
-    train(ours, data, cfg, progress=False)
-    lic = (time.perf_counter() - t0) / steps
-    return {"plain_fp32_s": plain, "lic_s": lic, "ratio": plain / lic, "steps": steps, "batch": batch,
-            "crop": crop, "threads": torch.get_num_threads(), "channels_last": uses_channels_last(ours)}
+    probe = make_model()
+    cfg = TrainConfig(lmbda=lmbda, steps=prec.CALIBRATE_MIN_STEPS, batch=batch, crop=crop)
+    auto, calibration, how = prec.choose(probe, batch, crop, prec.CALIBRATE_MIN_STEPS, precision="auto",
+                                         measure=_measurer(probe, *split_parameters(probe), cfg, batch, crop))
+    loops = prec.candidates(probe)
+    names = ["plain fp32 eager"] + [lp.name for lp in loops]
+    models, runs = {}, {n: [] for n in names}
+    for n in names:
+        torch.manual_seed(0)
+        models[n] = make_model()
+    _plain_fp32_seconds(models[names[0]], data, warmup, lmbda, batch, crop)
+    for lp in loops:
+        _loop_seconds(models[lp.name], data, lp, warmup, lmbda, batch, crop)
+    for _ in range(repeats):
+        runs[names[0]].append(_plain_fp32_seconds(models[names[0]], data, steps, lmbda, batch, crop))
+        for lp in loops:
+            runs[lp.name].append(_loop_seconds(models[lp.name], data, lp, steps, lmbda, batch, crop))
+    med = {n: statistics.median(r) for n, r in runs.items()}
+    return {"cpu": prec.cpu_model(), "threads": torch.get_num_threads(), "steps": steps, "batch": batch,
+            "crop": crop, "repeats": repeats,
+            "loops": [{"loop": n, "s_per_step": med[n], "runs": runs[n], "auto": n == auto.name} for n in names],
+            "auto": auto.name, "auto_how": how, "calibration_s_per_step": calibration,
+            "plain_fp32_s": med[names[0]], "lic_s": med[auto.name], "ratio": med[names[0]] / med[auto.name],
+            "channels_last": prec.uses_channels_last(probe)}

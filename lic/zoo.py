@@ -27,6 +27,7 @@ from compressai.models import (Cheng2020Attention, JointAutoregressiveHierarchic
 
 from . import data as lic_data
 from .evaluate import evaluate
+from .precision import PRECISIONS
 from .scales import ARCHS, PAPER_QUALITY, Scale, check_choice, get_scale
 from .surgery import channel_config, resize_to
 from .train import TrainConfig, train
@@ -275,9 +276,10 @@ def middle_lambda(scale: Scale) -> float:
     return scale.lambdas[len(scale.lambdas) // 2]
 
 
-def get(arch: str, lmbda: float, scale: Scale, root=None, train_missing=True, progress=True):
+def get(arch: str, lmbda: float, scale: Scale, root=None, train_missing=True, progress=True, precision=None):
     """The base model ``arch`` at ``lmbda`` for ``scale``: from the zoo, CompressAI (paper scale),
-    or trained now (resumable) when missing and ``train_missing``."""
+    or trained now (resumable, under ``precision``: :mod:`lic.precision`) when missing and
+    ``train_missing``."""
     check_choice("arch", arch, ARCHS)
     check_choice(f"lambda for scale {scale.name!r}", lmbda, scale.lambdas)
     if scale.pretrained:
@@ -288,7 +290,7 @@ def get(arch: str, lmbda: float, scale: Scale, root=None, train_missing=True, pr
     if not train_missing:
         raise CheckpointError(f"{model_name(arch, lmbda)} is not in the {scale.name} zoo "
                               f"({zoo_dir(scale)}); train it with `{train_command(arch, lmbda, scale)}`")
-    return train_model(arch, lmbda, scale, root=root, progress=progress)
+    return train_model(arch, lmbda, scale, root=root, progress=progress, precision=precision)
 
 
 def learning_curve_eval(scale: Scale, root=None, limit=None):
@@ -303,13 +305,14 @@ def learning_curve_eval(scale: Scale, root=None, limit=None):
     return run
 
 
-def train_model(arch: str, lmbda: float, scale: Scale, root=None, progress=True, seed=0):
-    """Train (or resume) one zoo model, save it, evaluate the saved file, add it to the manifest."""
+def train_model(arch: str, lmbda: float, scale: Scale, root=None, progress=True, seed=0, precision=None):
+    """Train (or resume) one zoo model, save it, evaluate the saved file, add it to the manifest
+    (with the training loop of every part of the run: ``precision``)."""
     mid = middle_lambda(scale)
     steps, finetune_steps = scale.schedule(arch)
     start = None
     if lmbda != mid:
-        start = get(arch, mid, scale, root=root, progress=progress)
+        start = get(arch, mid, scale, root=root, progress=progress, precision=precision)
         steps = finetune_steps
     model = build_for(arch, scale)
     if start is not None:
@@ -317,7 +320,7 @@ def train_model(arch: str, lmbda: float, scale: Scale, root=None, progress=True,
     name = model_name(arch, lmbda)
     run = runs_dir(scale)
     data = lic_data.train_set(scale, root, seed=seed)
-    cfg = TrainConfig.from_scale(scale, lmbda, steps=steps, seed=seed)
+    cfg = TrainConfig.from_scale(scale, lmbda, steps=steps, seed=seed, precision=precision)
     if start is not None and scale.late_crop:
         # fine-tunes stay on the large crops the start model finished on (same pixels per batch):
         # at λ=0.025, 8k steps on 256² crops beat 8k steps on 128² by 1.5 % in R + λD on Kodak
@@ -325,7 +328,8 @@ def train_model(arch: str, lmbda: float, scale: Scale, root=None, progress=True,
         cfg.batch = max(1, round(cfg.batch * (cfg.crop / scale.late_crop) ** 2))
         cfg.crop, cfg.late_crop, cfg.late_frac = scale.late_crop, 0, 0.0
     images = lic_data.test_images(scale, root)
-    curve = train(model, data, cfg, checkpoint=run / f"{name}.state.pt",
+    state = run / f"{name}.state.pt"
+    curve = train(model, data, cfg, checkpoint=state,
                   evaluate=learning_curve_eval(scale, root) if cfg.eval_every else None,
                   log=run / f"{name}.curve.csv", progress=progress, desc=name)
     t_trained = time.time()
@@ -334,7 +338,9 @@ def train_model(arch: str, lmbda: float, scale: Scale, root=None, progress=True,
     meta = {"arch": arch, "widths": scale.widths(arch), "lambda": lmbda, "steps": steps,
             "started_from": model_name(arch, mid) if start is not None else None,
             "schedule": {k: getattr(cfg, k) for k in ("batch", "crop", "late_crop", "late_frac", "lr",
-                                                      "lr_final", "aux_lr", "clip", "fast")},
+                                                      "lr_final", "aux_lr", "clip")},
+            "precision": [{k: lp[k] for k in ("from_step", "loop", "how", "cpu")}
+                          for lp in torch.load(state, weights_only=False).get("loops", [])],
             "seed": seed, "train_seconds": round(curve[-1]["elapsed_s"] if curve else 0, 1),
             "train_data": scale.train_set, "weights": "fp16 transforms, fp32 entropy models" if half
             else "fp32", "torch": str(torch.__version__)}
@@ -455,6 +461,9 @@ def main(argv=None) -> int:
     t.add_argument("--data", default=None, help="data root (default: $LIC_DATA)")
     t.add_argument("--steps", type=int, help="steps of the middle λ from scratch (default: the scale's)")
     t.add_argument("--finetune-steps", type=int, help="steps of each other λ (default: the scale's)")
+    t.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="training loop: fp32, bf16 (autocast) or auto (the fastest measured here; "
+                        "default: $LIC_PRECISION, else auto)")
     ls = sub.add_parser("list", help="print the manifest and each family's BD-rate vs WebP")
     ls.add_argument("--scale", default="cpu")
     ad = sub.add_parser("adopt", help="copy the finished models of another zoo (a schedule trial) into this one")
@@ -496,7 +505,7 @@ def main(argv=None) -> int:
         # the middle lambda first: the others start from it
         for lmbda in sorted(lambdas, key=lambda l: l != middle_lambda(scale)):
             if model_name(arch, lmbda) not in read_manifest(scale):
-                get(arch, lmbda, scale, root=args.data)
+                get(arch, lmbda, scale, root=args.data, precision=args.precision)
     return 0
 
 

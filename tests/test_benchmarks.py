@@ -14,10 +14,19 @@ def _script(name):
     return mod
 
 
-def test_train_speed_reports_its_own_ratio():
+def test_train_speed_reports_every_loop_and_auto_s_choice(tmp_zoo, capsys):
     r = _script("train_speed").main(["--scale", "smoke", "--steps", "2"])
-    assert r["plain_fp32_s"] > 0 and r["lic_s"] > 0 and r["steps"] == 2
+    assert r["plain_fp32_s"] > 0 and r["lic_s"] > 0 and r["steps"] == 2 and r["repeats"] == 2
+    assert [row["loop"] for row in r["loops"]] == ["plain fp32 eager", "fp32", "fp32+channels_last",
+                                                   "bf16+channels_last"]
+    assert all(len(row["runs"]) == 2 and row["s_per_step"] > 0 for row in r["loops"])
+    chosen = [row for row in r["loops"] if row["auto"]]
+    assert [row["loop"] for row in chosen] == [r["auto"]] and r["lic_s"] == chosen[0]["s_per_step"]
     assert r["ratio"] == pytest.approx(r["plain_fp32_s"] / r["lic_s"])
+    # auto's choice is its calibration's fastest loop, cached for the next run
+    assert r["auto"] == min(r["calibration_s_per_step"], key=r["calibration_s_per_step"].get)
+    out = capsys.readouterr().out
+    assert r["cpu"] in out and f"auto picks {r['auto']}" in out
 
 
 def test_bf16_quality_trains_both_ways_and_saves_what_it_prints(tmp_zoo, capsys):

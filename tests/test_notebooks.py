@@ -51,6 +51,8 @@ def test_baselines_results(executed):
     speed = res["train_speed"]  # the throughput measurement the chapter quotes
     assert speed["ratio"] == pytest.approx(speed["plain_fp32_s"] / speed["lic_s"]) and speed["steps"] == 30
     assert speed["channels_last"]  # bmshj2018-hyperprior is not a cheng2020 model
+    assert speed["lic_s"] == next(r["s_per_step"] for r in speed["loops"] if r["loop"] == speed["auto"])
+    assert res["environment"]["cpu"] == speed["cpu"]  # the CPU named beside the figures
     ctx_vs = evaluate.bd(family("mbt2018-mean"), family("mbt2018"))["bd_rate"]  # what the context model buys
     assert res["ctx_vs_mean"] is None and math.isnan(ctx_vs) or res["ctx_vs_mean"] == pytest.approx(ctx_vs)
     for codec in ("jpeg", "webp"):
