@@ -1,10 +1,13 @@
 """lic: an executable reproducibility book for efficient learned image compression.
 
 Modules (one idea each): ``scales`` (smoke/cpu/paper), ``data`` (images and data sets),
-``zoo`` (base models and checkpoints), ``surgery`` (channel removal, resizing to saved widths),
-``train`` (the one training loop), ``evaluate`` (the one evaluation path), ``classical``
-(JPEG/WebP with Pillow), ``report`` (paper-vs-ours tables, RD figures, results files) and
-``book`` (papermill runs of the chapters); one module per paper: ``liao``, ``luo``.
+``weights`` (coder tables, weight fingerprints), ``zoo`` (base models and checkpoints),
+``surgery`` (channel removal, resizing to saved widths), ``precision`` (the fastest training loop
+on this CPU), ``train`` (the one training loop), ``evaluate`` (the one evaluation path),
+``classical`` (JPEG/WebP with Pillow), ``report`` (paper-vs-ours tables, RD figures, results
+files), ``claims`` (the verdict contract), ``params`` (every chapter's parameters, checked) and
+``book`` (papermill runs of the chapters); one module per paper: ``liao``, ``luo``, ``yin``; new
+architectures in ``models``.
 """
 import warnings
 

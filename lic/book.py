@@ -2,7 +2,12 @@
 
     python -m lic.book run 00_baselines --scale cpu      # one chapter (progress bar per cell)
     python -m lic.book run all --scale smoke             # every chapter
+    python -m lic.book run 03_yin --scale cpu --dry-run  # what it would train and reuse, and how long
+    python -m lic.book list                              # chapters and their parameters
     python -m lic.book build --scale cpu                 # HTML from the executed notebooks
+
+Parameters (``-p NAME=VALUE``) are checked before any cell runs (:mod:`lic.params`): an unknown or
+renamed name, a malformed ``-p`` or a bad value is one line on stderr and exit status 2.
 
 Clean sources live in ``notebooks/``. Executed copies go to ``book/`` for the default ``cpu``
 scale (what the published book renders) and to ``runs/<scale>/book/`` for other scales, where a
@@ -19,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import params as lic_params
 from .report import environment
 from .scales import SCALES, check_choice, get_scale
 
@@ -67,6 +73,7 @@ def run(name: str, scale: str = "cpu", parameters=None, progress=True, record=Tr
 
     check_choice("scale", scale, tuple(SCALES))
     check_choice("chapter", name, tuple(chapters()))
+    lic_params.check(name, {"scale": scale, **(parameters or {})})  # before papermill starts
     out = executed_path(name, scale)
     # papermill writes as it goes: execute elsewhere, so a failed or killed run never leaves a
     # half-executed page in the book (the copy stays where the error says, for debugging)
@@ -151,30 +158,80 @@ def build(scale: str = "cpu", strict=True) -> Path:
     return html
 
 
+def plan(name: str, scale: str, parameters=None) -> list:
+    """What running ``name`` at ``scale`` would do: its resolved parameters, the base and chapter
+    models it needs (present or to train), the states and measurements it would reuse, and the last
+    run's wall time. Returns the lines it prints."""
+    from . import zoo
+
+    p = lic_params.check(name, {"scale": scale, **(parameters or {})})
+    S = get_scale(scale)
+    lines = [f"{name} at scale {scale}:", "  parameters: " + ", ".join(f"{k}={v!r}" for k, v in vars(p).items())]
+    archs = getattr(p, "archs", None) or []
+    lams = getattr(p, "lambdas", None) or list(S.lambdas)
+    if S.pretrained:
+        lines.append("  base models: CompressAI's pretrained weights (network, first use)")
+    elif archs:
+        manifest = zoo.read_manifest(S)
+        have = [zoo.model_name(a, lam) for a in archs for lam in lams if zoo.model_name(a, lam) in manifest]
+        miss = [zoo.model_name(a, lam) for a in archs for lam in lams if zoo.model_name(a, lam) not in manifest]
+        lines.append(f"  base models: {len(have)} in the zoo" + (f"; to TRAIN first: {', '.join(miss)}" if miss else ""))
+    if name == "03_yin":
+        from . import yin
+
+        m = yin.read_manifest(S)
+        want = [yin.model_name(a, v) for a in archs for v in p.variants]
+        miss = [n for n in want if n not in m]
+        lines.append(f"  chapter models: {len(want) - len(miss)} of {len(want)} trained"
+                     + (f"; to TRAIN ({S.vr_steps} steps each): {', '.join(miss)}" if miss else ""))
+    runs = zoo.runs_dir(S)
+    states = sorted((runs / name).rglob("*.state.pt")) if (runs / name).exists() else []
+    cached = len(list((runs / "measured").glob("*.json"))) if (runs / "measured").exists() else 0
+    lines.append(f"  reuses: {len(states)} training states under {runs / name}, {cached} cached measurements")
+    log = json.loads(runs_log(scale).read_text()) if runs_log(scale).exists() else {}
+    last = log.get(name)
+    lines.append(f"  last run: {last['wall_seconds'] / 60:.0f} min on {last['date']} ({last['cpu']})" if last
+                 else "  last run: none recorded at this scale")
+    return lines
+
+
+def describe(name: str) -> list:
+    """The chapter's parameters: name = default, and the comment beside it."""
+    defaults, helps = lic_params.declared(name), lic_params.helps(name)
+    return [name] + [f"  {k} = {v!r}" + (f"    # {helps[k]}" if helps.get(k) else "") for k, v in defaults.items()]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lic.book", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="execute chapters with papermill")
     r.add_argument("names", nargs="+", help="chapter names (e.g. 00_baselines) or 'all'")
     r.add_argument("--scale", default="cpu", choices=tuple(SCALES))
-    r.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra notebook parameter (value parsed as JSON when possible)")
+    r.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="notebook parameter (value parsed as JSON when possible); `list` shows them")
+    r.add_argument("--dry-run", action="store_true", help="print what would run, train and be reused; run nothing")
     b = sub.add_parser("build", help="build the HTML book of one scale")
     b.add_argument("--scale", default="cpu", choices=tuple(SCALES))
-    sub.add_parser("list", help="list the chapters")
+    sub.add_parser("list", help="list the chapters and their parameters")
     args = ap.parse_args(argv)
     if args.cmd == "list":
-        print("\n".join(chapters()))
+        for name in chapters():
+            print("\n".join(describe(name)))
     elif args.cmd == "run":
         names = chapters() if args.names == ["all"] else args.names
-        params = {}
-        for kv in args.param:
-            k, _, v = kv.partition("=")
-            try:
-                params[k] = json.loads(v)
-            except json.JSONDecodeError:
-                params[k] = v
+        try:
+            for name in names:
+                check_choice("chapter", name, tuple(chapters()))
+            params = lic_params.parse_cli(args.param)
+            for name in names:  # every chapter's parameters are checked before the first one runs
+                lic_params.check(name, {"scale": args.scale, **params})
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         for name in names:
+            if args.dry_run:
+                print("\n".join(plan(name, args.scale, params)))
+                continue
             print(f"running {name} at scale {args.scale} -> {executed_path(name, args.scale)}")
             run(name, args.scale, params)
     else:

@@ -86,7 +86,7 @@ def evaluate_image(model, img8: np.ndarray, real=True, repeats=1, msssim=True) -
         dec_s, dec = _median_time(lambda: model.decompress(enc["strings"], enc["shape"]), repeats)
         x_dec = crop_back(dec["x_hat"], size).clamp(0, 1)
         match, real_psnr = psnr(x_dec, x_hat), psnr(x_dec, x)
-        if hasattr(model, "context_prediction"):
+        if hasattr(model, "context_prediction") or getattr(model, "autoregressive", False):
             broken = real_psnr < row["psnr_forward"] - CONTEXT_LOSS_DB
         else:
             broken = match < MATCH_DB
@@ -156,7 +156,7 @@ def summarize_cached(model, images, cache_dir, version=MEASUREMENT_VERSION, **kw
     chapter asks, and a rerun after a kill measures only what is new."""
     import hashlib
 
-    from .zoo import fingerprint
+    from .weights import fingerprint
 
     key = {"fingerprint": fingerprint(model), "images": [name for name, _ in images],
            "args": {k: v for k, v in sorted(kwargs.items()) if k not in ("progress", "desc")},
@@ -272,3 +272,42 @@ def read_compressai_json(path) -> dict:
     r = d["results"]
     return {"name": d.get("name", Path(path).stem), "bpp": r["bpp"], "psnr": r["psnr-rgb"],
             "ms_ssim": r.get("ms-ssim-rgb")}
+
+
+@torch.no_grad()
+def interleaved_times(models: dict, images, repeats=5, progress=True, desc="timing") -> dict:
+    """Encode and decode latency of several codecs measured in one run, round-robin: every repeat
+    times each model once on each image, in turn, so machine noise hits every variant alike.
+
+    ``models``: {name: codec with CompressAI's contract}, each ``update()``-ed and in eval mode.
+    Returns {name: {"encode_ms", "decode_ms" (median over repeats of the per-repeat mean over
+    images), "encode_spread_pct", "decode_spread_pct" ((max − min) / median of those per-repeat
+    means), "repeats"}}.
+    """
+    xs = [pad_to(to_tensor(img), PAD, MIN_SIZE)[0] for _, img in images]
+    streams = {}
+    for name, m in models.items():  # warm-up, and the bitstreams each decode times
+        m.eval()
+        streams[name] = [m.compress(x) for x in xs]
+        for enc in streams[name]:
+            m.decompress(enc["strings"], enc["shape"])
+    enc_t = {n: [] for n in models}
+    dec_t = {n: [] for n in models}
+    for _ in tqdm(range(repeats), desc=desc, disable=not progress, leave=False):
+        for name, m in models.items():
+            e = d = 0.0
+            for x, enc in zip(xs, streams[name]):
+                t0 = time.perf_counter()
+                m.compress(x)
+                t1 = time.perf_counter()
+                m.decompress(enc["strings"], enc["shape"])
+                d += time.perf_counter() - t1
+                e += t1 - t0
+            enc_t[name].append(1e3 * e / len(xs))
+            dec_t[name].append(1e3 * d / len(xs))
+
+    def spread(ts):
+        return (max(ts) - min(ts)) / statistics.median(ts) * 100
+    return {n: {"encode_ms": statistics.median(enc_t[n]), "decode_ms": statistics.median(dec_t[n]),
+                "encode_spread_pct": spread(enc_t[n]), "decode_spread_pct": spread(dec_t[n]),
+                "repeats": repeats} for n in models}

@@ -27,6 +27,9 @@ PUBLISHED = {
     "mbt2018": "compressai-mbt2018_mse_cpu.json",
     "cheng2020-attn": "compressai-cheng2020-attn_mse_cpu.json",
     "JPEG": "jpeg.json", "WebP": "webp.json", "BPG": "bpg_444_x265_ycbcr.json", "VTM": "vtm.json",
+    # CompressAI's variable-rate models (Kamisli et al., DCC 2024), one model for all rates
+    "bmshj2018-hyperprior-vbr": "bmshj2018-hyperprior-vbr-ans.json",
+    "mbt2018-mean-vbr": "mbt2018-mean-vbr-ans.json", "mbt2018-vbr": "mbt2018-vbr-ans.json",
 }
 
 

@@ -45,6 +45,8 @@ class Scale:
     prune_finetune_steps: int = 0  # fine-tuning budget of a pruned model (every pruning chapter)
     estimate_iters: int = 50       # gradient steps of iterative importance estimates (Liao)
     resrep_steps: int = 0          # ResRep training of the hyper path before the merge (Luo)
+    vr_steps: int = 0              # variable-rate training from the zoo's middle-λ model (Yin)
+    vr_lr: float = 2e-4            # its peak learning rate (cosine decay to a tenth)
     arch_steps: tuple = ()      # ((arch, steps, finetune_steps), ...): per-architecture schedules
 
     def schedule(self, arch: str) -> tuple:
@@ -71,13 +73,13 @@ SCALES = {
         name="smoke", N=16, M=24, lambdas=(0.0067, 0.0250), train_set="skimage", test_set="skimage",
         crop=64, batch=4, steps=120, finetune_steps=30, lr=1e-3, lr_final=1e-4, checkpoint_every=40,
         eval_every=40, test_limit=2, test_crop=(192, 256), timing_repeats=1,
-        prune_finetune_steps=10, estimate_iters=5, resrep_steps=20,
+        prune_finetune_steps=10, estimate_iters=5, resrep_steps=20, vr_steps=40, vr_lr=1e-3,
     ),
     "cpu": Scale(
         name="cpu", N=64, M=96, lambdas=(0.0035, 0.0067, 0.0130, 0.0250), train_set="bsds500",
         test_set="kodak", crop=128, batch=8, steps=60000, finetune_steps=16000, lr=5e-4, lr_final=2e-5,
         late_crop=256, late_frac=0.15, eval_every=2500, checkpoint_every=500, timing_repeats=5,
-        prune_finetune_steps=1000, estimate_iters=50, resrep_steps=3000,
+        prune_finetune_steps=1000, estimate_iters=50, resrep_steps=3000, vr_steps=20000,
         # cheng2020-attn steps ~4.5x slower; its 30k + 8k-step family already beats WebP
         arch_steps=(("cheng2020-attn", 30000, 8000),),
     ),
@@ -85,6 +87,7 @@ SCALES = {
         name="paper", N=128, M=192, lambdas=(0.0035, 0.0067, 0.0130, 0.0250), train_set="bsds500",
         test_set="kodak", crop=256, batch=16, steps=0, finetune_steps=0, pretrained=True,
         timing_repeats=5, prune_finetune_steps=20000, estimate_iters=100, resrep_steps=30000,
+        vr_steps=200000, vr_lr=1e-4,
     ),
 }
 

@@ -31,6 +31,7 @@ from .precision import PRECISIONS
 from .scales import ARCHS, PAPER_QUALITY, Scale, check_choice, get_scale
 from .surgery import channel_config, resize_to
 from .train import TrainConfig, train
+from .weights import CODER_TABLES, fingerprint  # noqa: F401 - part of this module's interface
 
 CLASSES = {
     "bmshj2018-hyperprior": ScaleHyperprior,
@@ -40,8 +41,6 @@ CLASSES = {
 }
 ZOO_FUNCS = {"bmshj2018-hyperprior": "bmshj2018_hyperprior", "mbt2018-mean": "mbt2018_mean",
              "mbt2018": "mbt2018", "cheng2020-attn": "cheng2020_attn"}
-# buffers rebuilt by update(force=True); never stored
-CODER_TABLES = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 PROJECT = Path(__file__).resolve().parents[1]
 # the zoo stores transforms in fp16 only where that moves the mean test PSNR by at most this much
 FP16_TOLERANCE_DB = 0.01
@@ -201,20 +200,6 @@ def save_checked(model, path, meta: dict, images, half=True, tol_db=FP16_TOLERAN
             sha = save(model, path, arch, widths, meta, half=False)
             loaded, res = load(path, sha), ref
     return sha, loaded, res
-
-
-def fingerprint(model, length: int = 12) -> str:
-    """A short hash of ``model``'s weights (coder tables excluded). Chapters keep their resumable
-    runs under it, so a retrained base model never resumes another model's stale checkpoints."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for k, v in model.state_dict().items():
-        if k.rsplit(".", 1)[-1] in CODER_TABLES:
-            continue
-        h.update(k.encode())
-        h.update(v.detach().float().contiguous().numpy().tobytes())
-    return h.hexdigest()[:length]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -116,6 +116,32 @@ def test_luo_results(executed):
         assert same == (arch in res["uniform_is_half"])
 
 
+def test_yin_results(executed):
+    from lic import claims, yin
+
+    res = executed["03_yin"]
+    rows, lo_hi = res["rows"], res["lambda_range"]
+    for arch in res["archs"]:
+        for lam in {r["lambda"] for r in rows}:
+            mine = {r["model"]: r for r in rows if r["arch"] == arch and r["lambda"] == lam}
+            ref = mine.pop("zoo (one per λ)")
+            assert set(mine) == set(yin.VARIANTS)  # smoke runs every variant
+            for v, r in mine.items():
+                assert r["psnr_drop_pct"] == pytest.approx(100 * (ref["psnr"] - r["psnr"]) / ref["psnr"])
+                assert r["flop_reduction"] == pytest.approx(ref["macs"] / r["macs"])
+            assert mine["ecg+bm"]["gate_macs"] > 0 and mine["bm"]["gate_macs"] == 0
+        for v in yin.VARIANTS:  # the continuous-rate sweep covers the trained range
+            lams = sorted(r["lambda"] for r in res["sweep"] if r["arch"] == arch and r["model"] == v)
+            assert lams[0] == pytest.approx(lo_hi[0]) and lams[-1] == pytest.approx(lo_hi[1]) and len(lams) == 12
+    for r in res["storage"]:
+        assert r["saving_pct"] == pytest.approx(100 * (1 - r["variable_bytes"] / r["fixed_bytes"]))
+    assert {(r["arch"], r["model"]) for r in res["latency"]} == {(a, v) for a in res["archs"] for v in yin.VARIANTS}
+    assert all(0 <= r["closed"] <= 1 for r in res["sparsity"])
+    claims.check(res["claims"])
+    assert {c["id"] for c in res["claims"]} == {"yin-flops", "yin-psnr", "yin-storage", "yin-sparsity",
+                                               "yin-continuous"}
+
+
 def test_every_chapter_wrote_its_environment(executed):
     for name, res in executed.items():
         assert res["notebook"] == name and res["environment"]["threads"] >= 1

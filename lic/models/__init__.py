@@ -1,0 +1,3 @@
+"""Architectures the papers need beyond CompressAI's: one per file, each keeping CompressAI's
+model contract (``forward``, ``compress``, ``decompress``, ``update``) so the one evaluation path
+(:mod:`lic.evaluate`) measures them. ``gated``: Yin et al.'s ECG and bit-rate modulator."""

@@ -1,0 +1,408 @@
+"""Yin et al., *Universal Efficient Variable-rate Neural Image Compression* (ICASSP 2022 slides;
+chapter ``03_yin``): energy-based channel gating (ECG) and a bit-rate modulator (BM), trained over a
+range of λ so that one model serves every rate with sparse convolution inputs.
+
+The modules are in :mod:`lic.models.gated`; this module holds the procedure:
+
+- **training** through the project's one loop: each image of a batch gets its own λ, drawn
+  log-uniformly from the zoo's λ range (continuous, not the four zoo λ), and the loss is
+  R + λ·255²·D per image plus the sparsity term γ Σ_n (ρ_n − ρ_t)² (:class:`SparsityHook`);
+  the model starts from the zoo's middle-λ model of its architecture;
+- **variants**: ``ecg+bm`` (the paper's model), ``bm`` (the modulator alone, the ablation) and
+  ``vbr`` (CompressAI's own variable-rate model, :mod:`lic.models.vbr`, the in-ecosystem peer),
+  all three with the same start and budget;
+- **storage**: trained models with a manifest (sha256, steps, training time, precision), like the
+  zoo, in ``data/checkpoints/03_yin/cpu`` (committed) or ``runs/<scale>/03_yin/models``;
+- **measurement**: MACs of the real gated computation per image (the convolutions actually run,
+  plus the gates' own pooling and 1D convolutions), per-layer sparsity, and the one evaluation path
+  on :meth:`lic.models.gated.VariableRate.at` views.
+
+Our reading of the slides, where they are silent (the chapter names each choice):
+
+- ρ_n in the sparsity term is the fraction of closed gates of gated layer n over the batch (the
+  slides write (α_n − α_t)² with α the "adjustment vector"; we take α_t as the target sparsity,
+  which the slides' "sparsity around 0.5" suggests), α_t = 0.5, γ = :data:`GAMMA`;
+- the gate is open where the 1D-convolved log energy (relative to the layer's mean) exceeds the
+  channel's learnable threshold α (initialised at −4, all open: the model starts as the zoo model);
+- BM: t = (log λ − log λ_min) / (log λ_max − log λ_min) → FC(64) → ReLU → FC(M) → exp, one for
+  the encoder (on y) and one for the decoder (on ŷ before g_s), both 1 at initialisation.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import torch
+
+from . import data as lic_data
+from . import zoo
+from .evaluate import evaluate, macs
+from .models.gated import AtLambda, GatedConv, VariableRate
+from .models.vbr import Vbr
+from .scales import Scale, check_choice
+from .train import Hook, TrainConfig, train
+
+ARCHS = ("bmshj2018-hyperprior", "mbt2018-mean", "mbt2018")   # the paper's three models
+VARIANTS = ("ecg+bm", "bm", "vbr")
+TARGET_SPARSITY = 0.5   # α_t
+GAMMA = 1.0             # weight of the sparsity term
+CHAPTER = "03_yin"
+
+
+class SparsityHook(Hook):
+    """γ Σ_n (ρ_n − ρ_t)²: ρ_n the fraction of closed gates of gated layer n (straight-through)."""
+
+    def __init__(self, target=TARGET_SPARSITY, gamma=GAMMA):
+        if not 0 <= target < 1:
+            raise ValueError(f"target sparsity must be in [0, 1), got {target}")
+        self.target, self.gamma = target, gamma
+
+    def loss(self, model, out, x):
+        if "sparsity" not in out:
+            return {}
+        return {"sparsity_term": self.gamma * ((out["sparsity"].float() - self.target) ** 2).sum()}
+
+
+def lmbda_range(scale: Scale) -> tuple:
+    """The trained λ range: the zoo's lowest to highest λ at this scale."""
+    return (min(scale.lambdas), max(scale.lambdas))
+
+
+def model_name(arch: str, variant: str, target: float = TARGET_SPARSITY) -> str:
+    check_choice("architecture for Yin et al.", arch, ARCHS)
+    check_choice("variant", variant, VARIANTS)
+    return f"{arch}-{variant}" + (f"-s{target:.2f}" if variant == "ecg+bm" else "")
+
+
+def build(arch: str, scale: Scale, variant: str, base=None):
+    """A variable-rate model of ``variant`` started from ``base`` (default: a fresh model at the
+    scale's widths): :class:`VariableRate` for ``ecg+bm`` and ``bm``, :class:`Vbr` for ``vbr``."""
+    model_name(arch, variant)  # checks both
+    base = zoo.build_for(arch, scale) if base is None else base
+    if variant == "vbr":
+        model = Vbr(arch, scale.widths(arch), scale.lambdas, zoo.middle_lambda(scale))
+        state = {k: v for k, v in base.state_dict().items() if k.rsplit(".", 1)[-1] not in zoo.CODER_TABLES}
+        missing, unexpected = torch.nn.Module.load_state_dict(model.base, state, strict=False)
+        if unexpected:
+            raise zoo.CheckpointError(f"{arch} weights do not fit CompressAI's vbr model: {unexpected[:3]}")
+        return model
+    return VariableRate(base, lmbda_range(scale), gated=variant == "ecg+bm")
+
+
+def models_dir(scale: Scale) -> Path:
+    """Final models: ``data/checkpoints/03_yin/cpu`` (committed); other scales under ``runs/``."""
+    if "LIC_ZOO" in os.environ:
+        return Path(os.environ["LIC_ZOO"]) / CHAPTER / scale.name
+    if scale.name == "cpu":
+        return zoo.PROJECT / "data" / "checkpoints" / CHAPTER / "cpu"
+    return zoo.PROJECT / "runs" / scale.name / CHAPTER / "models"
+
+
+def read_manifest(scale: Scale) -> dict:
+    p = models_dir(scale) / "manifest.json"
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def _write_manifest(scale: Scale, manifest: dict) -> None:
+    p = models_dir(scale) / "manifest.json"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, p)
+
+
+def save(model, path, meta: dict, half=True) -> str:
+    """Transforms in fp16 (``half``); entropy models, modulator, gains, offsets and gates in fp32.
+    Returns the file's sha256."""
+    state = {}
+    for k, v in model.state_dict().items():
+        if k.rsplit(".", 1)[-1] in zoo.CODER_TABLES:
+            continue
+        small = (half and v.is_floating_point() and not zoo._is_entropy(k) and ".ecg." not in k
+                 and not k.startswith("bm.") and "QuantABCD" not in k and not k.endswith("Gain"))
+        state[k] = v.half() if small else v.clone()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rates = ({"levels": model.levels, "anchor": model.anchor} if isinstance(model, Vbr)
+             else {"lmbda_range": list(model.lmbda_range)})
+    torch.save({"arch": meta["arch"], "variant": meta["variant"], "widths": meta["widths"], **rates,
+                "state_dict": state, "meta": meta}, path)
+    return lic_data.sha256(path)
+
+
+def load(path, sha256=None, hint=""):
+    path = Path(path)
+    if not path.is_file():
+        raise zoo.CheckpointError(f"{path} does not exist.{' ' + hint if hint else ''}")
+    if sha256 and lic_data.sha256(path) != sha256:
+        raise zoo.CheckpointError(f"{path} is corrupt or truncated (sha256 does not match the manifest)."
+                                  f"{' ' + hint if hint else ''}")
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    if ck["variant"] == "vbr":
+        model = Vbr(ck["arch"], ck["widths"], ck["levels"], ck["anchor"])
+    else:
+        model = VariableRate(zoo.build(ck["arch"], **ck["widths"]), tuple(ck["lmbda_range"]),
+                             gated=ck["variant"] == "ecg+bm")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()}
+    missing, unexpected = torch.nn.Module.load_state_dict(model, state, strict=False)
+    missing = [k for k in missing if k.rsplit(".", 1)[-1] not in zoo.CODER_TABLES]
+    if missing or unexpected:
+        raise zoo.CheckpointError(f"{path} does not fit: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    model.update(force=True)
+    return model.eval()
+
+
+def train_command(arch, variant, scale, target=TARGET_SPARSITY) -> str:
+    t = f" --target {target}" if variant == "ecg+bm" and target != TARGET_SPARSITY else ""
+    return f"python -m lic.yin train --scale {scale.name} --arch {arch} --variant {variant}{t}"
+
+
+def curve_eval(scale: Scale, root=None, limit=6):
+    """Learning-curve evaluation at the zoo's λ: test PSNR and estimated bpp (forward only) on the
+    first ``limit`` test images, and the mean gate sparsity."""
+    images = lic_data.test_images(scale, root)[:limit]
+
+    def run(model):
+        row = {}
+        for lam in scale.lambdas:
+            res = evaluate(model.at(lam), images, real=False, progress=False)["mean"]
+            row[f"psnr@{lam}"], row[f"bpp_est@{lam}"] = res["psnr"], res["bpp_est"]
+            if model.gated:
+                row[f"sparsity@{lam}"] = float(sum(layer_sparsity(model, lam, images).values())
+                                               / len(model.gates()))
+        return row
+    return run
+
+
+def get(arch: str, scale: Scale, variant: str, target=TARGET_SPARSITY, root=None, train_missing=True,
+        progress=True, precision=None):
+    """The trained variable-rate model: from the chapter's manifest, or trained now (resumable)."""
+    name = model_name(arch, variant, target)
+    entry = read_manifest(scale).get(name)
+    if entry:
+        return load(models_dir(scale) / entry["file"], entry["sha256"],
+                    f"Retrain it with `{train_command(arch, variant, scale, target)}`.")
+    if not train_missing:
+        raise zoo.CheckpointError(f"{name} is not trained at scale {scale.name} ({models_dir(scale)}); "
+                                  f"train it with `{train_command(arch, variant, scale, target)}`")
+    return train_model(arch, scale, variant, target, root=root, progress=progress, precision=precision)
+
+
+def train_model(arch: str, scale: Scale, variant: str, target=TARGET_SPARSITY, root=None, progress=True,
+                precision=None, seed=0):
+    """Train (or resume) one variable-rate model from the zoo's middle-λ model, save it with fp16
+    transforms, add it to the chapter's manifest."""
+    name = model_name(arch, variant, target)
+    start_name = zoo.model_name(arch, zoo.middle_lambda(scale))
+    base = zoo.get(arch, zoo.middle_lambda(scale), scale, root=root, progress=progress)
+    start_fp = zoo.fingerprint(base)
+    model = build(arch, scale, variant, base=base)
+    run = zoo.runs_dir(scale) / CHAPTER / start_fp
+    data = lic_data.train_set(scale, root, seed=seed)
+    cfg = TrainConfig.from_scale(scale, zoo.middle_lambda(scale), steps=scale.vr_steps, lr=scale.vr_lr,
+                                 lr_final=scale.vr_lr / 10, seed=seed, precision=precision)
+    hooks = [SparsityHook(target)] if variant == "ecg+bm" else []
+    state = run / f"{name}.state.pt"
+    curve = train(model, data, cfg, checkpoint=state, hooks=hooks, log=run / f"{name}.curve.csv",
+                  evaluate=curve_eval(scale, root) if cfg.eval_every else None, progress=progress, desc=name)
+    loops = torch.load(state, weights_only=False).get("loops", [])
+    model.eval()
+    meta = {"arch": arch, "variant": variant, "target_sparsity": target if variant == "ecg+bm" else None,
+            "gamma": GAMMA if variant == "ecg+bm" else None, "widths": scale.widths(arch),
+            "lmbda_range": list(lmbda_range(scale)),
+            "lambda_sampling": "one zoo λ per step (CompressAI's stage 2)" if variant == "vbr" else "log-uniform per image",
+            "steps": scale.vr_steps, "started_from": start_name, "started_from_fingerprint": start_fp,
+            "schedule": {k: getattr(cfg, k) for k in ("batch", "crop", "late_crop", "late_frac", "lr", "lr_final")},
+            "precision": [{k: lp[k] for k in ("from_step", "loop", "how", "cpu")} for lp in loops],
+            "train_seconds": round(curve[-1]["elapsed_s"] if curve else 0, 1), "torch": str(torch.__version__),
+            "weights": "fp16 transforms; fp32 entropy models, modulator and gates" if scale.name == "cpu" else "fp32"}
+    file = f"{name}.pt"
+    sha = save(model, models_dir(scale) / file, meta, half=scale.name == "cpu")
+    curve_copy = models_dir(scale) / f"{name}.curve.csv"
+    if (run / f"{name}.curve.csv").exists():
+        curve_copy.write_text((run / f"{name}.curve.csv").read_text())
+    manifest = read_manifest(scale)
+    manifest[name] = {**meta, "file": file, "sha256": sha, "curve": curve_copy.name}
+    _write_manifest(scale, manifest)
+    return load(models_dir(scale) / file, sha)
+
+
+# ---------------------------------------------------------------------------------------------
+# measurement
+
+
+@torch.no_grad()
+def layer_sparsity(model: VariableRate, lmbda: float, images) -> dict:
+    """{gated layer name: mean fraction of closed input channels} over ``images`` at ``lmbda``."""
+    from .data import pad_to, to_tensor
+    from .evaluate import PAD
+
+    view = model.at(lmbda).eval()
+    names = {id(m): n.removeprefix("base.") for n, m in model.named_modules() if isinstance(m, GatedConv)}
+    sums = dict.fromkeys(names.values(), 0.0)
+    for _, img in images:
+        view(pad_to(to_tensor(img), PAD)[0])
+        for g in model.gates():
+            sums[names[id(g)]] += 1 - g.last_open.item() / g.conv.in_channels
+    return {k: v / len(images) for k, v in sums.items()}
+
+
+def gate_overhead_macs(model: VariableRate) -> int:
+    """The gates' own cost in the last forward pass: the energy (one multiply-add per input
+    element) and the 1D convolution across channels, summed over gated layers."""
+    return sum(g.pooled_elements + g.conv.in_channels * g.ecg.conv.kernel_size[0] for g in model.gates())
+
+
+@torch.no_grad()
+def image_macs(view: AtLambda, images) -> dict:
+    """Mean MACs per image of the batch-1 computation actually run (gated convolutions sliced to
+    their open channels), split into the transforms and the gates' own overhead."""
+    from .data import pad_to, to_tensor
+    from .evaluate import PAD
+
+    view.eval()
+    conv, over = [], []
+    for _, img in images:
+        x = pad_to(to_tensor(img), PAD)[0]
+        conv.append(macs(view, x))
+        over.append(gate_overhead_macs(view.model) if view.model.gated else 0)
+    return {"macs": sum(conv) / len(conv), "gate_macs": sum(over) / len(over)}
+
+
+def sweep_lambdas(scale: Scale, n: int) -> list:
+    """``n`` λ log-spaced over the trained range, both ends included."""
+    lo, hi = (math.log(v) for v in lmbda_range(scale))
+    return [math.exp(lo + (hi - lo) * i / (n - 1)) for i in range(n)]
+
+
+def measure(view, images, cache_dir, name) -> dict:
+    """One row for a codec at one λ: real-bitstream quality and rate on every image (cached per
+    weights and λ, like every chapter's measurements), MACs of the computation actually run per
+    image (gated convolutions count their open channels only; plus the gates' own cost), size."""
+    from .evaluate import summarize_cached
+
+    row = summarize_cached(view, images, cache_dir, repeats=1, timed=0, progress=False, desc=name)
+    row = {k: row[k] for k in ("psnr", "bpp", "bpp_est", "ms_ssim", "params")}
+    if isinstance(view, AtLambda) and view.model.gated:
+        m = image_macs(view, images)
+        row.update(macs=m["macs"] + m["gate_macs"], gate_macs=m["gate_macs"])
+    else:
+        h, w = images[0][1].shape[:2]
+        row.update(macs=macs(view.eval(), torch.zeros(1, 3, h, w)), gate_macs=0)
+    return row
+
+
+def paper_quality(lmbda: float):
+    """CompressAI's quality index whose λ is ``lmbda`` (the paper's table columns), or None."""
+    from .scales import PAPER_QUALITY
+
+    return PAPER_QUALITY.get(lmbda)
+
+
+def storage(model: VariableRate, fixed: list) -> dict:
+    """Bytes of one variable-rate model against the fixed-rate models it replaces (fp32
+    state dicts both, so the saving is the architecture's, not fp16's), and the paper's
+    saving: 1 − one / all."""
+    from .evaluate import serialized_bytes
+
+    one, many = serialized_bytes(model), sum(serialized_bytes(m) for m in fixed)
+    return {"variable_bytes": one, "fixed_bytes": many, "fixed_models": len(fixed),
+            "saving_pct": 100 * (1 - one / many)}
+
+
+def vbr_bar(arch: str) -> float:
+    """BD-rate (%) of CompressAI's published variable-rate model against its own fixed-rate
+    models (Kodak): what one model for every rate cost there, the bar for ours."""
+    from .evaluate import bd
+    from .report import published
+
+    return bd(published(arch), published(f"{arch}-vbr"))["bd_rate"]
+
+
+def claims_for(res, bd_table, store, sparsity_mean: float, monotone: dict, paper, paper_storage, archs) -> list:
+    """The chapter's verdicts (see :mod:`lic.claims`) from its tables: ``res`` (one row per
+    architecture, λ and model), ``bd_table``, ``store``, the mean gate sparsity and ``monotone``
+    ({(arch, variant): bool})."""
+    from . import claims
+
+    e = res[res.model == "ecg+bm"]
+    p = paper[paper.arch.isin(archs)]
+    lo = float(p.flop_reduction.min())
+    n_fast = int((e.flop_reduction >= lo).sum())
+    n_drop = int((e.psnr_drop_pct < 1).sum())
+    out = [
+        claims.make("yin-flops", "ECG cuts the FLOPs of the codec 2.0–2.9× at every quality",
+                    f"{p.flop_reduction.min():.2f}–{p.flop_reduction.max():.2f}×",
+                    f"{e.flop_reduction.min():.2f}–{e.flop_reduction.max():.2f}×",
+                    claims.share(n_fast, len(e)),
+                    f"each of the {len(e)} (architecture, λ) points must reach the paper's lowest "
+                    f"reduction, {lo:.2f}× ({n_fast} do)", "The paper's table, regenerated"),
+        claims.make("yin-psnr", "the PSNR drop of the gated variable-rate model stays below 1 %",
+                    "< 1 %", f"{e.psnr_drop_pct.min():.2f} – {e.psnr_drop_pct.max():.2f} % "
+                    f"(bpp {e.bpp_change_pct.min():+.1f} to {e.bpp_change_pct.max():+.1f} %)",
+                    claims.share(n_drop, len(e)),
+                    f"PSNR drop below 1 % at each of the {len(e)} points, at the zoo model's λ ({n_drop} are)",
+                    "The paper's table, regenerated"),
+    ]
+    out.append(claims.make(
+        "yin-sparsity", "the gated convolutions run at a sparsity of about 0.5", "≈ 0.5",
+        f"{sparsity_mean:.2f} (mean over layers, Kodak images and the ends of the λ range)",
+        "reproduced" if abs(sparsity_mean - 0.5) <= 0.1 else "not reproduced",
+        "mean share of closed input channels within 0.1 of 0.5", "Where the gates close"))
+    implied = {r.arch: 100 * (1 - r.variable_bytes / (8 * r.fixed_bytes / r.fixed_models)) for r in store.itertuples()}
+    paper_s = dict(zip(paper_storage.arch, paper_storage.storage_saving_pct))
+    n_store = sum(implied[a] >= paper_s[a] for a in implied)
+    out.append(claims.make(
+        "yin-storage", "one variable-rate model saves 80–83 % of the storage of one model per quality",
+        " / ".join(f"{paper_s[a]:.2f}" for a in archs) + " %",
+        " / ".join(f"{r.saving_pct:.1f}" for r in store.itertuples()) + " % against our 4 models; "
+        + " / ".join(f"{implied[a]:.1f}" for a in implied) + " % against 8 of that size",
+        claims.share(n_store, len(implied)),
+        "against eight fixed models of the zoo's size (the paper's eight qualities), our saving must "
+        "reach the paper's for the architecture", "Storage"))
+    bar = {a: vbr_bar(a) for a in archs}
+    g = bd_table[bd_table.model == "ecg+bm"].set_index("arch")["BD-rate vs zoo (%)"]
+    n_cmp = sum(g[a] <= bar[a] for a in archs if g.get(a) == g.get(a))
+    n_mono = sum(monotone[(a, "ecg+bm")] for a in archs)
+    out.append(claims.make(
+        "yin-continuous", "one model gives continuous rate with performance comparable to the original models",
+        "continuous rate, comparable performance",
+        "BD-rate vs the zoo: " + ", ".join(f"{a} " + (f"{g[a]:+.1f} %" if g[a] == g[a] else "n/a (curves overlap too little)")
+                                           for a in archs) + f"; rate monotone in λ for {n_mono} of {len(archs)}",
+        claims.share(min(n_cmp, n_mono), len(archs)),
+        "rate must rise with λ over the sweep, and the BD-rate against the zoo's fixed models must be no "
+        "worse than CompressAI's own variable-rate models against theirs (" + ", ".join(
+            f"{a} {bar[a]:+.1f} %" for a in archs) + ")", "One model, every rate"))
+    return out
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    from .precision import PRECISIONS
+    from .scales import get_scale
+
+    ap = argparse.ArgumentParser(prog="python -m lic.yin", description="train the chapter's variable-rate models")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="train (or resume) missing models")
+    t.add_argument("--scale", default="cpu")
+    t.add_argument("--arch", action="append", choices=ARCHS, help="repeatable; default: all three")
+    t.add_argument("--variant", action="append", choices=VARIANTS, help="repeatable; default: both")
+    t.add_argument("--target", type=float, default=TARGET_SPARSITY, help="target sparsity α_t of ecg+bm")
+    t.add_argument("--data", default=None)
+    t.add_argument("--precision", choices=PRECISIONS, default=None)
+    args = ap.parse_args(argv)
+    scale = get_scale(args.scale)
+    for arch in args.arch or ARCHS:
+        for variant in args.variant or VARIANTS:
+            get(arch, scale, variant, args.target, root=args.data, precision=args.precision)
+            print("trained", model_name(arch, variant, args.target), "->", models_dir(scale))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

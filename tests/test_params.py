@@ -1,0 +1,85 @@
+"""Chapter parameters: declared once, checked before any cell runs, one vocabulary."""
+import time
+
+import pytest
+
+from lic import book, params
+
+
+def test_every_chapter_declares_exactly_its_parameters_cell():
+    """Fails when someone adds a parameter to a notebook and forgets its check (or the reverse)."""
+    assert set(params.CHECKS) == set(book.chapters())
+    for name in book.chapters():
+        assert set(params.declared(name)) == set(params.CHECKS[name]), name
+
+
+def test_defaults_pass_their_own_checks():
+    for name in book.chapters():
+        for scale in ("smoke", "cpu"):
+            params.check(name, {"scale": scale})
+
+
+def test_one_vocabulary_across_chapters():
+    names = {n for name in book.chapters() for n in params.declared(name)}
+    assert not names & set(params.RENAMED), "an old name is still in use"
+    assert all("archs" in params.declared(n) for n in book.chapters())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-p", "arch=mbt2018-mean"], "now called 'archs'"),
+    (["-p", "archz=mbt2018-mean"], "did you mean 'archs'"),
+    (["-p", "noequals"], "needs the form NAME=VALUE"),
+    (["-p", "ratios=0.2,1.5"], "'1.5' must be a number in (0, 1)"),
+    (["-p", "archs=foo"], "unknown 'foo'"),
+    (["-p", "lambdas=0.5,0.0067"], "λ=0.5 is not a λ of scale 'smoke'"),
+    (["-p", "estimate_crops=many"], "must be an integer"),
+])
+def test_a_bad_parameter_is_one_line_exit_2_and_runs_nothing(args, message, capsys, tmp_zoo):
+    from lic.scales import get_scale
+    from lic.zoo import runs_dir
+
+    t0 = time.perf_counter()
+    assert book.main(["run", "01_liao", "--scale", "smoke", *args]) == 2
+    assert time.perf_counter() - t0 < 5
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and err.startswith("error: ")
+    assert not (runs_dir(get_scale("smoke")) / "executing").exists()
+
+
+def test_every_chapter_is_checked_before_the_first_one_runs(capsys, tmp_zoo):
+    assert book.main(["run", "all", "--scale", "smoke", "-p", "variants=gates"]) == 2  # only 03_yin has it...
+    assert "has no parameter 'variants'" in capsys.readouterr().err  # ...so 00_baselines refuses it first
+
+
+def test_cli_values_are_parsed_as_json_where_they_parse():
+    assert params.parse_cli(["seed=3", "data_root=null", "archs=mbt2018", "lambdas=0.0067,0.025"]) == {
+        "seed": 3, "data_root": None, "archs": "mbt2018", "lambdas": "0.0067,0.025"}
+
+
+def test_the_notebook_checks_itself_in_its_first_code_cell(tmp_path):
+    """Run directly with papermill (no lic.book): the bad value stops the notebook before any
+    heavy cell, with the same one-line message."""
+    import nbformat
+    import papermill as pm
+
+    out = tmp_path / "out.ipynb"
+    with pytest.raises(pm.PapermillExecutionError, match="now called 'lambdas'"):
+        pm.execute_notebook(str(book.NOTEBOOKS / "01_liao.ipynb"), str(out), kernel_name="python3",
+                            parameters={"scale": "smoke", "lmbda": 0.5}, progress_bar=False)
+    nb = nbformat.read(str(out), as_version=4)
+    ran = [c for c in nb.cells if c.cell_type == "code" and c.execution_count is not None]
+    assert ran[-1].id == "check-params" and len(ran) == 3  # parameters, injected, the check
+
+
+def test_dry_run_names_what_would_be_trained_on_a_fresh_clone(tmp_zoo, capsys):
+    assert book.main(["run", "03_yin", "--scale", "smoke", "--dry-run", "-p", "archs=mbt2018"]) == 0
+    out = capsys.readouterr().out
+    assert "to TRAIN first: mbt2018-0.0067, mbt2018-0.0250" in out
+    assert "0 of 3 trained; to TRAIN" in out and "mbt2018-vbr" in out
+    assert "parameters: scale='smoke'" in out
+
+
+def test_list_shows_each_chapters_parameters(capsys):
+    assert book.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "01_liao" in out and "  archs = 'bmshj2018-hyperprior'" in out and "# the architecture to prune" in out

@@ -1,0 +1,212 @@
+"""Yin et al.: ECG and the bit-rate modulator — exact equivalences, real gated execution,
+bitstreams at λ between the training points, and clear errors."""
+import copy
+
+import pytest
+import torch
+
+from lic import evaluate, yin, zoo
+from lic.models.gated import ECG, GatedConv, RateModulator, VariableRate
+from lic.train import TrainConfig, rd_loss, train
+
+
+def _open_all(model):
+    for g in model.gates():
+        g.ecg.set_alpha(-1e9)
+    return model
+
+
+@pytest.mark.parametrize("arch", yin.ARCHS)
+def test_with_every_gate_open_and_unit_gains_the_model_is_its_base(smoke, arch):
+    torch.manual_seed(0)
+    base = zoo.build_for(arch, smoke).eval()
+    ref = copy.deepcopy(base)
+    model = _open_all(yin.build(arch, smoke, "ecg+bm", base=base)).eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        a, b = model(x, 0.01), ref(x)
+    assert torch.equal(a["x_hat"], b["x_hat"])
+    assert all(torch.equal(a["likelihoods"][k], b["likelihoods"][k]) for k in b["likelihoods"])
+    assert a["sparsity"].sum() == 0 and len(model.gates()) > 0
+
+
+@pytest.mark.parametrize("kind", ["conv", "tconv"])
+def test_sliced_gated_convolution_equals_the_masked_one(kind):
+    torch.manual_seed(0)
+    conv = (torch.nn.Conv2d(16, 8, 5, stride=2, padding=2) if kind == "conv"
+            else torch.nn.ConvTranspose2d(16, 8, 5, stride=2, padding=2, output_padding=1))
+    g = GatedConv(conv).eval()
+    g.ecg.set_alpha(torch.randn(16))  # some gates shut
+    x = torch.randn(1, 16, 12, 12) * torch.linspace(0.1, 3, 16)[None, :, None, None]
+    with torch.no_grad():
+        sliced = g(x)
+        open_ = g.last_open.item()
+        g.mode = "mask"
+        masked = g(x)
+    assert 0 < open_ < 16  # the test exercises a real slice
+    assert torch.allclose(sliced, masked, atol=1e-5)
+
+
+def test_a_layer_with_every_gate_shut_outputs_its_bias():
+    conv = torch.nn.Conv2d(4, 3, 3, padding=1)
+    g = GatedConv(conv).eval()
+    g.ecg.set_alpha(1e9)
+    out = g(torch.randn(1, 4, 5, 5))
+    assert torch.allclose(out, conv.bias[None, :, None, None].expand(1, 3, 5, 5))
+
+
+@pytest.mark.parametrize("kind", ["conv", "tconv"])
+def test_a_gated_convolution_costs_its_open_share_of_macs(kind):
+    torch.manual_seed(0)
+    conv = (torch.nn.Conv2d(16, 8, 5, stride=2, padding=2, bias=False) if kind == "conv"
+            else torch.nn.ConvTranspose2d(16, 8, 5, stride=2, padding=2, output_padding=1, bias=False))
+    g = GatedConv(conv).eval()
+    g.ecg.set_alpha(torch.randn(16))
+    x = torch.randn(1, 16, 12, 12) * torch.linspace(0.1, 3, 16)[None, :, None, None]
+    dense = evaluate.macs(conv, x)
+    gated = evaluate.macs(g, x) - 16 * 3  # minus the 1D convolution across channels (k = 3)
+    assert gated == dense * g.last_open.item() / 16
+
+
+def test_a_model_with_every_gate_shut_costs_only_what_is_not_gated(smoke):
+    torch.manual_seed(0)
+    model = yin.build("bmshj2018-hyperprior", smoke, "ecg+bm").eval()
+    img = (torch.rand(128, 128, 3) * 255).to(torch.uint8).numpy()
+    dense = yin.image_macs(_open_all(copy.deepcopy(model)).at(0.01), [("x", img)])["macs"]
+    for g in model.gates():
+        g.ecg.set_alpha(1e9)  # every gated input shut
+    shut = yin.image_macs(model.at(0.01), [("x", img)])
+    first = evaluate.macs(model.base.g_a[0], torch.zeros(1, 3, 128, 128))  # the ungated RGB conv
+    assert first <= shut["macs"] < 0.35 * dense  # what is left: that conv and the GDNs
+    assert shut["gate_macs"] > 0
+
+
+def test_sparsity_term_closes_gates_on_a_toy_problem():
+    torch.manual_seed(0)
+    g = GatedConv(torch.nn.Conv2d(16, 4, 1))
+    hook = yin.SparsityHook(target=0.75, gamma=1.0)
+    opt = torch.optim.Adam(g.parameters(), lr=0.05)
+    x = torch.randn(8, 16, 6, 6) * torch.linspace(0.2, 2, 16)[None, :, None, None]
+    for _ in range(200):
+        opt.zero_grad()
+        g(x)
+        hook.loss(None, {"sparsity": g.sparsity[None]}, x)["sparsity_term"].backward()
+        opt.step()
+    g.eval()
+    g(x[:1])
+    assert 1 - g.last_open.item() / 16 == pytest.approx(0.75, abs=0.07)
+
+
+def test_modulator_is_continuous_in_lambda_and_refuses_outside_its_range():
+    torch.manual_seed(0)
+    bm = RateModulator(8, (0.0035, 0.025))
+    for net in (bm.enc, bm.dec):
+        torch.nn.init.normal_(net[-1].weight)
+    lams = torch.logspace(torch.log10(torch.tensor(0.0035)), torch.log10(torch.tensor(0.025)), 200)
+    enc, _ = bm(lams)
+    assert (enc > 0).all() and (enc[1:] - enc[:-1]).abs().max() < 0.1 * enc.abs().max()
+    with pytest.raises(ValueError, match=r"outside the trained range \[0.0035, 0.025\]"):
+        bm(torch.tensor([0.05]))
+    model = yin.build("bmshj2018-hyperprior", __import__("lic.scales").scales.get_scale("smoke"), "bm")
+    with pytest.raises(ValueError, match="trained range"):
+        model.at(0.001)
+
+
+def test_unknown_architecture_or_variant_names_the_choices(smoke):
+    with pytest.raises(ValueError, match="bmshj2018-hyperprior, mbt2018-mean, mbt2018"):
+        yin.build("cheng2020-attn", smoke, "ecg+bm")
+    with pytest.raises(ValueError, match="ecg\\+bm, bm"):
+        yin.model_name("mbt2018", "gates")
+
+
+def test_rd_loss_weighs_each_image_by_its_own_lambda():
+    x = torch.zeros(2, 3, 4, 4)
+    x_hat = torch.stack([torch.full((3, 4, 4), 0.1), torch.full((3, 4, 4), 0.2)])
+    out = {"x_hat": x_hat, "likelihoods": {"y": torch.full((2, 2, 2, 2), 0.5)}, "lmbda": torch.tensor([0.01, 0.02])}
+    t = rd_loss(out, x, lmbda=123.0)  # ignored
+    expect = ((0.5 + 0.01 * 255 ** 2 * 0.01) + (0.5 + 0.02 * 255 ** 2 * 0.04)) / 2
+    assert t["loss"].item() == pytest.approx(expect) and t["bpp"].item() == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("arch", yin.ARCHS)
+def test_real_bitstreams_round_trip_between_the_training_lambdas(smoke, arch):
+    torch.manual_seed(0)
+    model = yin.build(arch, smoke, "ecg+bm")
+    for g in model.gates():
+        g.ecg.set_alpha(0.5 * torch.randn(g.conv.in_channels))  # a mixed gate pattern
+    for net in (model.bm.enc, model.bm.dec):
+        torch.nn.init.normal_(net[-1].weight, 0.0, 0.3)
+    img = (torch.rand(192, 192, 3) * 255).to(torch.uint8).numpy()
+    rows = [evaluate.evaluate(model.at(lam), [("x", img)], real=True, progress=False)["mean"]
+            for lam in (0.008, 0.0151)]  # neither is a training point of the zoo
+    for r in rows:
+        assert r["bpp"] > 0 and r["psnr"] > 0
+        # λ travels in the bitstream: 4 bytes on top of y and z
+        assert r["bpp"] == pytest.approx(r["bpp_y"] + r["bpp_z"] + 32 / (192 * 192))
+
+
+def test_views_at_different_lambdas_have_different_fingerprints(smoke):
+    model = yin.build("bmshj2018-hyperprior", smoke, "bm")
+    assert zoo.fingerprint(model.at(0.008)) != zoo.fingerprint(model.at(0.01))
+
+
+def test_training_samples_lambda_and_saves_a_loadable_model(smoke, tmp_zoo):
+    model = yin.get("bmshj2018-hyperprior", smoke, "ecg+bm", progress=False)
+    entry = yin.read_manifest(smoke)[yin.model_name("bmshj2018-hyperprior", "ecg+bm")]
+    assert entry["steps"] == smoke.vr_steps and entry["started_from"] == zoo.model_name(
+        "bmshj2018-hyperprior", zoo.middle_lambda(smoke))
+    assert entry["precision"] and entry["train_seconds"] > 0 and len(entry["sha256"]) == 64
+    again = yin.get("bmshj2018-hyperprior", smoke, "ecg+bm", train_missing=False)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x, 0.01)["x_hat"], again(x, 0.01)["x_hat"])
+    with pytest.raises(zoo.CheckpointError, match="python -m lic.yin train --scale smoke --arch mbt2018 --variant bm"):
+        yin.get("mbt2018", smoke, "bm", train_missing=False)
+
+
+def test_variable_rate_training_draws_one_lambda_per_image(smoke):
+    torch.manual_seed(0)
+    model = yin.build("bmshj2018-hyperprior", smoke, "bm").train()
+    out = model(torch.rand(4, 3, 64, 64))
+    lo, hi = yin.lmbda_range(smoke)
+    assert out["lmbda"].shape == (4,) and len(set(out["lmbda"].tolist())) == 4
+    assert ((out["lmbda"] >= lo) & (out["lmbda"] <= hi)).all()
+    model.eval()
+    with pytest.raises(ValueError, match="give λ"):
+        model(torch.rand(1, 3, 64, 64))
+
+
+@pytest.mark.parametrize("arch", yin.ARCHS)
+def test_compressai_vbr_peer_starts_from_the_zoo_model_and_round_trips(smoke, arch):
+    torch.manual_seed(0)
+    base = zoo.build_for(arch, smoke)
+    model = yin.build(arch, smoke, "vbr", base=base).eval()
+    assert torch.equal(model.base.g_s[0].weight, base.g_s[0].weight)
+    # gain ∝ √λ with gain 1 at the zoo's middle λ, the start model's own
+    assert model.gain(zoo.middle_lambda(smoke)) == pytest.approx(1.0)
+    assert model.gain(0.025) / model.gain(0.0067) == pytest.approx((0.025 / 0.0067) ** 0.5)
+    img = (torch.rand(192, 192, 3) * 255).to(torch.uint8).numpy()
+    r = evaluate.evaluate(model.at(0.0151), [("x", img)], real=True, progress=False)["mean"]
+    assert r["bpp"] == pytest.approx(r["bpp_y"] + r["bpp_z"] + 32 / (192 * 192))
+    with pytest.raises(ValueError, match=r"outside the trained range \[0.0067, 0.025\]"):
+        model.at(0.05)
+    model.train()
+    out = model(torch.rand(2, 3, 64, 64))  # one of the trained levels per step
+    assert min(abs(out["lmbda"][0].item() - v) for v in model.levels) < 1e-8
+    assert out["lmbda"][0] == out["lmbda"][1]
+
+
+def test_training_calibrates_again_when_the_late_crops_start(smoke, tmp_path, monkeypatch):
+    """The late-crop phase times the loops on a copy of the model mid-run: nothing of the last
+    forward pass (gains, gate sparsity with their graphs) may stay on the modules."""
+    from lic import data, precision
+
+    monkeypatch.setenv("LIC_RUNS", str(tmp_path))
+    monkeypatch.setattr(precision, "CALIBRATE_MIN_STEPS", 1)
+    torch.manual_seed(0)
+    model = yin.build("bmshj2018-hyperprior", smoke, "ecg+bm")
+    ds = data.ImageFolder([img for _, img in data.skimage_photos(2)], crop=64, seed=0)
+    cfg = TrainConfig(lmbda=0.01, steps=4, batch=2, crop=64, late_crop=128, late_frac=0.5, precision="auto")
+    train(model, ds, cfg, checkpoint=tmp_path / "s.pt", hooks=[yin.SparsityHook()], progress=False)
+    loops = torch.load(tmp_path / "s.pt", weights_only=False)["loops"]
+    assert [(lp["from_step"], lp["how"]) for lp in loops] == [(0, "measured"), (2, "measured")]
