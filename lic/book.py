@@ -106,7 +106,7 @@ def assemble(scale: str) -> Path:
     for f in BOOK_FILES:
         shutil.copy(PROJECT / f, root / f)
     for page in (PROJECT / "book").glob("*.md"):
-        if page.name != "status.md":
+        if page.name not in ("status.md", "claims.md"):
             shutil.copy(page, root / "book" / page.name)
     shutil.copytree(PROJECT / "data" / "papers", root / "data" / "papers", dirs_exist_ok=True)
     return root
@@ -136,6 +136,17 @@ def write_status(scale: str) -> Path:
     return path
 
 
+def write_ledger(scale: str) -> Path:
+    """``book/claims.md``: the claims ledger, from every chapter's results file (:mod:`lic.claims`)."""
+    from .claims import ledger
+
+    path = book_root(scale) / "book" / "claims.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(ledger(scale, results_root=book_root(scale) / "data" / "results"
+                           if scale == "cpu" else None))
+    return path
+
+
 def build(scale: str = "cpu", strict=True) -> Path:
     """Build the HTML book of ``scale`` from its executed notebooks (no execution)."""
     check_choice("scale", scale, tuple(SCALES))
@@ -145,6 +156,7 @@ def build(scale: str = "cpu", strict=True) -> Path:
                                 f"`python -m lic.book run all --scale {scale}` first")
     root = assemble(scale)
     write_status(scale)
+    write_ledger(scale)
     shutil.rmtree(root / "_build", ignore_errors=True)
     cmd = [sys.executable, "-m", "jupyter_book", "build", str(root), "--path-output", str(root)]
     if strict:
@@ -174,16 +186,21 @@ def plan(name: str, scale: str, parameters=None) -> list:
     elif archs:
         manifest = zoo.read_manifest(S)
         have = [zoo.model_name(a, lam) for a in archs for lam in lams if zoo.model_name(a, lam) in manifest]
-        miss = [zoo.model_name(a, lam) for a in archs for lam in lams if zoo.model_name(a, lam) not in manifest]
-        lines.append(f"  base models: {len(have)} in the zoo" + (f"; to TRAIN first: {', '.join(miss)}" if miss else ""))
+        miss = [(a, lam) for a in archs for lam in lams if zoo.model_name(a, lam) not in manifest]
+        hours = sum(_hours_like(manifest, a) or 0 for a, _ in miss)
+        lines.append(f"  base models: {len(have)} in the zoo" + (
+            f"; to TRAIN first: {', '.join(zoo.model_name(a, lam) for a, lam in miss)}"
+            + (f" (≈ {hours:.1f} h, from the manifest's training times)" if hours else "") if miss else ""))
     if name == "03_yin":
         from . import yin
 
         m = yin.read_manifest(S)
         want = [yin.model_name(a, v) for a in archs for v in p.variants]
         miss = [n for n in want if n not in m]
+        per = [e["train_seconds"] / e["steps"] for e in m.values() if e.get("steps")]
+        est = f", ≈ {len(miss) * S.vr_steps * sum(per) / len(per) / 3600:.1f} h at the s/step of the trained ones" if per else ""
         lines.append(f"  chapter models: {len(want) - len(miss)} of {len(want)} trained"
-                     + (f"; to TRAIN ({S.vr_steps} steps each): {', '.join(miss)}" if miss else ""))
+                     + (f"; to TRAIN ({S.vr_steps} steps each{est}): {', '.join(miss)}" if miss else ""))
     runs = zoo.runs_dir(S)
     states = sorted((runs / name).rglob("*.state.pt")) if (runs / name).exists() else []
     cached = len(list((runs / "measured").glob("*.json"))) if (runs / "measured").exists() else 0
@@ -195,10 +212,17 @@ def plan(name: str, scale: str, parameters=None) -> list:
     return lines
 
 
+def _hours_like(manifest: dict, arch: str):
+    """Mean training hours of the zoo models of ``arch`` in ``manifest`` (None if none)."""
+    t = [e["train_seconds"] for e in manifest.values() if e["arch"] == arch and e.get("train_seconds")]
+    return sum(t) / len(t) / 3600 if t else None
+
+
 def describe(name: str) -> list:
-    """The chapter's parameters: name = default, and the comment beside it."""
-    defaults, helps = lic_params.declared(name), lic_params.helps(name)
-    return [name] + [f"  {k} = {v!r}" + (f"    # {helps[k]}" if helps.get(k) else "") for k, v in defaults.items()]
+    """The chapter's parameters: name = default, the comment beside it, and what values it takes."""
+    defaults, helps, takes = lic_params.declared(name), lic_params.helps(name), lic_params.choices_of(name)
+    return [name] + [f"  {k} = {v!r}" + (f"    # {helps[k]}" if helps.get(k) else "") + f"\n      takes: {takes[k]}"
+                     for k, v in defaults.items()]
 
 
 def main(argv=None) -> int:

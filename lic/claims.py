@@ -67,3 +67,71 @@ def share(n_met: int, n: int) -> str:
 def count(claims) -> dict:
     """{verdict: how many}, in :data:`VERDICTS` order."""
     return {v: sum(c["verdict"] == v for c in claims) for v in VERDICTS}
+
+
+COLOURS = {"reproduced": "#1a7f37", "partly reproduced": "#9a6700", "not reproduced": "#cf222e",
+           "not testable here": "#57606a", "not yet reproduced": "#57606a"}
+
+
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def ledger(scale: str, results_root=None, papers=PAPERS) -> str:
+    """The claims ledger page (MyST markdown) of ``scale``, from every chapter's results file:
+    one table per paper, and one summary line. Chapters without results show the papers' claims
+    from ``data/papers/claims.csv`` as not yet reproduced; results written before the claims
+    contract show the verdicts they recorded."""
+    import json
+
+    import pandas as pd
+
+    from .report import RESULTS
+
+    root = Path(results_root or RESULTS)
+    papers_claims = pd.read_csv(Path(papers) / "claims.csv", comment=None)
+    out = ["# Claims ledger", "",
+           f"Every claim of the five papers, with our number beside the paper's and the verdict at the "
+           f"`{scale}` scale. Generated from the chapters' results files when the book is built, so it "
+           "cannot drift from them; each verdict's rule is the chapter's, in `lic`.", ""]
+    counted, untestable, before, pending = [], [], [], []
+    for chapter, grp in papers_claims.groupby("chapter", sort=True):
+        path = root / chapter / f"{scale}.json"
+        res = json.loads(path.read_text()) if path.exists() else None
+        title = grp.paper.iloc[0]
+        link = f" ({{doc}}`{chapter}`)" if res is not None else ""
+        out += [f"## {title}{link}", ""]
+        if res is not None and res.get("claims"):
+            check(res["claims"], papers)
+            out += ["| claim | paper | ours | verdict | rule |", "|---|---|---|---|---|"]
+            for c in res["claims"]:
+                out.append(f"| {_cell(c['claim'])} | {_cell(c['paper'])} | {_cell(c['ours'])} | "
+                           f"<span style=\"color:{COLOURS[c['verdict']]}\">**{c['verdict']}**</span> | "
+                           f"{_cell(c['rule'])} (section: {_cell(c['section'])}) |")
+                counted.append(c["verdict"])
+                if c["verdict"] == "not testable here":
+                    untestable.append(c["claim"])
+        elif res is not None:
+            out += ["Verdicts this chapter recorded before the claims contract (its rules are in the chapter):", "",
+                    "| what | verdict |", "|---|---|"]
+            out += [f"| {_cell(k)} | {_cell(v)} |" for k, v in (res.get("verdicts") or {}).items()]
+            before.append(chapter)
+        else:
+            out += ["Not yet reproduced. The paper's claims (the paper's numbers):", "",
+                    "| claim | paper | verdict |", "|---|---|---|"]
+            for r in grp.itertuples():
+                unit = "" if pd.isna(r.unit) else f" {r.unit}"
+                out.append(f"| {_cell(r.claim)} | {_cell(r.value)}{unit} | "
+                           f"<span style=\"color:{COLOURS['not yet reproduced']}\">not yet reproduced</span> |")
+            pending.append(chapter)
+        out.append("")
+    n = {v: counted.count(v) for v in VERDICTS}
+    summary = (f"**{n['reproduced']} of {len(counted)} claims under the contract reproduced** at `{scale}` "
+               f"scale, {n['partly reproduced']} partly, {n['not reproduced']} not, "
+               f"{n['not testable here']} not testable here"
+               + (f" ({'; '.join(untestable)})" if untestable else "")
+               + (f"; chapters run before the contract, their verdicts shown as recorded: {', '.join(before)}" if before else "")
+               + (f"; not yet reproduced: {', '.join(pending)}" if pending else "") + ".")
+    out.insert(4, summary)
+    out.insert(5, "")
+    return "\n".join(out) + "\n"

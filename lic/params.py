@@ -52,7 +52,15 @@ def integer(lo=None, hi=None, optional=False):
         if (lo is not None and v < lo) or (hi is not None and v > hi):
             _fail(name, value, f"must be in [{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]")
         return v
+    check.doc = f"integer ≥ {lo}" if lo is not None and hi is None else f"integer in [{lo}, {hi}]"
+    check.doc += " or None" if optional else ""
     return check
+
+
+def _range_doc(what, lo, hi, open_lo, open_hi) -> str:
+    if hi is None:
+        return f"{what} {'>' if open_lo else '≥'} {lo}" if lo is not None else what
+    return f"{what} in {'(' if open_lo else '['}{lo}, {hi}{')' if open_hi else ']'}"
 
 
 def number(lo=None, hi=None, open_lo=False, open_hi=False, optional=False):
@@ -68,6 +76,7 @@ def number(lo=None, hi=None, open_lo=False, open_hi=False, optional=False):
         if bad:
             _fail(name, value, f"must be in {'(' if open_lo else '['}{lo}, {hi}{')' if open_hi else ']'}")
         return v
+    check.doc = _range_doc("number", lo, hi, open_lo, open_hi)
     return check
 
 
@@ -86,6 +95,7 @@ def numbers(lo=None, hi=None, open_lo=False, open_hi=False, allow_empty=False):
             except ParamError:
                 _fail(name, value, f"{s!r} must be a number in {'(' if open_lo else '['}{lo}, {hi}{')' if open_hi else ']'}")
         return out
+    check.doc = _range_doc("comma-separated numbers", lo, hi, open_lo, open_hi)
     return check
 
 
@@ -107,6 +117,12 @@ def names(choices, count=None, all_word="all"):
         if count is not None and len(items) != count:
             _fail(name, value, f"needs exactly {count} name{'s' if count > 1 else ''}")
         return items
+
+    def doc():
+        valid = ", ".join(choices() if callable(choices) else choices)
+        return (f"exactly {count} of: {valid}" if count is not None
+                else f"comma-separated, from: {valid}; or {all_word!r}")
+    check.doc = doc
     return check
 
 
@@ -127,6 +143,7 @@ def lambdas(count=None):
         if count is not None and len(vals) != count:
             _fail(name, value, f"needs exactly {count} λ")
         return vals
+    check.doc = (f"exactly {count} " if count else "comma-separated ") + "λ of the scale, or None (the chapter's default)"
     return check
 
 
@@ -137,6 +154,7 @@ def text(optional=True):
         if not isinstance(value, str):
             _fail(name, value, "must be text")
         return value
+    check.doc = "text" + (" or None" if optional else "")
     return check
 
 
@@ -144,6 +162,14 @@ def _scale(name, value, scale):
     if value not in SCALES:
         _fail(name, value, f"valid: {', '.join(SCALES)}")
     return value
+
+
+_scale.doc = "one of: " + ", ".join(SCALES)
+
+
+def choices_of(chapter: str) -> dict:
+    """{name: what values it takes}, for ``lic.book list``."""
+    return {n: (fn.doc() if callable(fn.doc) else fn.doc) for n, fn in CHECKS[chapter].items()}
 
 
 def _criteria():

@@ -132,6 +132,29 @@ def save(model, path, meta: dict, half=True) -> str:
     return lic_data.sha256(path)
 
 
+def save_checked(model, path, meta: dict, images, half=True, lambdas=(), tol_db=None) -> str:
+    """:func:`save`, keeping fp16 transforms only where they move the mean test PSNR by at most
+    ``tol_db`` (the zoo's tolerance) at every λ of ``lambdas``, real bitstreams both; else fp32.
+    The comparison goes into ``meta["fp16_check"]``. Returns the file's sha256."""
+    tol_db = zoo.FP16_TOLERANCE_DB if tol_db is None else tol_db
+    sha = save(model, path, meta, half=half)
+    if not half:
+        return sha
+    stored = load(path, sha)
+    checks = {}
+    for lam in lambdas:
+        ref = evaluate(model.at(lam), images, real=True, timed=0, progress=False)["mean"]
+        res = evaluate(stored.at(lam), images, real=True, timed=0, progress=False)["mean"]
+        checks[str(lam)] = zoo.fp16_check(ref, res, tol_db)
+    worst = max((abs(c["delta_psnr_db"]) for c in checks.values()), default=0.0)
+    meta["fp16_check"] = {"per_lambda": checks, "max_abs_delta_psnr_db": worst, "tolerance_db": tol_db,
+                          "within_tolerance": worst <= tol_db}
+    if worst > tol_db:
+        meta["weights"] = "fp32"
+        return save(model, path, meta, half=False)
+    return save(model, path, meta, half=True)  # again: the file's meta now holds the check
+
+
 def load(path, sha256=None, hint=""):
     path = Path(path)
     if not path.is_file():
@@ -219,7 +242,8 @@ def train_model(arch: str, scale: Scale, variant: str, target=TARGET_SPARSITY, r
             "train_seconds": round(curve[-1]["elapsed_s"] if curve else 0, 1), "torch": str(torch.__version__),
             "weights": "fp16 transforms; fp32 entropy models, modulator and gates" if scale.name == "cpu" else "fp32"}
     file = f"{name}.pt"
-    sha = save(model, models_dir(scale) / file, meta, half=scale.name == "cpu")
+    sha = save_checked(model, models_dir(scale) / file, meta, lic_data.test_images(scale, root),
+                       half=scale.name == "cpu", lambdas=scale.lambdas)
     curve_copy = models_dir(scale) / f"{name}.curve.csv"
     if (run / f"{name}.curve.csv").exists():
         curve_copy.write_text((run / f"{name}.curve.csv").read_text())

@@ -44,3 +44,22 @@ def test_share_rule_and_counts():
     assert claims.share(0, 0) == "not testable here"
     assert claims.count([_ok(), _ok(id="b", verdict="not reproduced")]) == {
         "reproduced": 1, "partly reproduced": 0, "not reproduced": 1, "not testable here": 0}
+
+
+def test_the_ledger_is_built_from_the_results_files(tmp_path):
+    import json
+
+    (tmp_path / "03_yin").mkdir()
+    (tmp_path / "03_yin" / "cpu.json").write_text(json.dumps({"claims": [
+        _ok(), _ok(id="yin-flops", claim="FLOPs fall 2.0–2.9×", paper="2.03–2.86×", ours="1.6×",
+                   verdict="not reproduced")]}))
+    (tmp_path / "01_liao").mkdir()
+    (tmp_path / "01_liao" / "cpu.json").write_text(json.dumps({"verdicts": {"quality": "partly reproduced"}}))
+    page = claims.ledger("cpu", results_root=tmp_path)
+    assert "**1 of 2 claims under the contract reproduced** at `cpu` scale, 0 partly, 1 not" in page
+    assert "{doc}`03_yin`" in page and "| FLOPs fall 2.0–2.9× | 2.03–2.86× | 1.6× |" in page
+    assert "| quality | partly reproduced |" in page  # recorded before the contract
+    assert "not yet reproduced: 02_luo, 04_yu, 05_tao" in page  # from data/papers/claims.csv
+    (tmp_path / "03_yin" / "cpu.json").write_text(json.dumps({"claims": [_ok(verdict="works")]}))
+    with pytest.raises(ValueError, match="unknown verdict"):
+        claims.ledger("cpu", results_root=tmp_path)

@@ -152,5 +152,8 @@ def test_smoke_book_builds_without_warnings(executed):
     assert html.exists()
     page = (html.parent / "book" / "00_baselines.html").read_text()
     assert "The price of the scale" in page and "img" in page
+    ledger = (html.parent / "book" / "claims.html").read_text()  # generated from the results files
+    assert "Claims ledger" in ledger and "claims under the contract reproduced" in ledger
+    assert "2.02–2.86×" in ledger  # 03_yin's claims (all three architectures at smoke), as a table
     runs = json.loads(book.runs_log("smoke").read_text())
     assert runs["00_baselines"]["ok"] and runs["00_baselines"]["wall_seconds"] > 0

@@ -83,3 +83,20 @@ def test_list_shows_each_chapters_parameters(capsys):
     assert book.main(["list"]) == 0
     out = capsys.readouterr().out
     assert "01_liao" in out and "  archs = 'bmshj2018-hyperprior'" in out and "# the architecture to prune" in out
+    assert "takes: exactly 1 of: bmshj2018-hyperprior, mbt2018-mean, mbt2018, cheng2020-attn" in out
+    assert "takes: comma-separated numbers in (0, 1)" in out and "takes: number > 0" in out
+
+
+def test_dry_run_estimates_training_time_from_the_manifests(tmp_zoo, capsys, monkeypatch):
+    import json
+
+    from lic import yin
+    from lic.scales import get_scale
+
+    smoke = get_scale("smoke")
+    folder = yin.models_dir(smoke)
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps({"x": {"steps": 40, "train_seconds": 3600.0}}))
+    assert book.main(["run", "03_yin", "--scale", "smoke", "--dry-run", "-p", "archs=mbt2018"]) == 0
+    # 3 models of 40 steps at 90 s/step
+    assert f"≈ {3 * smoke.vr_steps * 90 / 3600:.1f} h at the s/step of the trained ones" in capsys.readouterr().out

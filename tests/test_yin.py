@@ -210,3 +210,22 @@ def test_training_calibrates_again_when_the_late_crops_start(smoke, tmp_path, mo
     train(model, ds, cfg, checkpoint=tmp_path / "s.pt", hooks=[yin.SparsityHook()], progress=False)
     loops = torch.load(tmp_path / "s.pt", weights_only=False)["loops"]
     assert [(lp["from_step"], lp["how"]) for lp in loops] == [(0, "measured"), (2, "measured")]
+
+
+def test_committed_cpu_models_load_and_stay_in_budget():
+    """The chapter's committed `cpu` models: each loads from its file with the manifest's sha256
+    (no training), says how it was trained, and the folder stays within the chapter's 40 MB."""
+    from lic.scales import get_scale
+
+    cpu = get_scale("cpu")
+    folder = yin.models_dir(cpu)
+    manifest = yin.read_manifest(cpu)
+    if not manifest:
+        pytest.skip("no committed cpu models yet")
+    assert sum(f.stat().st_size for f in folder.iterdir()) < 40e6
+    for name, e in manifest.items():
+        model = yin.get(e["arch"], cpu, e["variant"], e["target_sparsity"] or yin.TARGET_SPARSITY,
+                        train_missing=False)
+        assert yin.model_name(e["arch"], e["variant"], e["target_sparsity"] or yin.TARGET_SPARSITY) == name
+        assert e["steps"] == cpu.vr_steps and e["train_seconds"] > 0 and e["precision"]
+        assert model.lmbda_range == pytest.approx(yin.lmbda_range(cpu))
