@@ -5,6 +5,8 @@
     python -m lic.book run 03_yin --scale cpu --dry-run  # what it would train and reuse, and how long
     python -m lic.book list                              # chapters and their parameters
     python -m lic.book build --scale cpu                 # HTML from the executed notebooks
+    python -m lic.book tidy book/*.ipynb                 # drop progress-bar output from executed pages
+    python -m lic.book claims 02_luo --scale cpu         # add claims to a results file written before them
 
 Parameters (``-p NAME=VALUE``) are checked before any cell runs (:mod:`lic.params`): an unknown or
 renamed name, a malformed ``-p`` or a bad value is one line on stderr and exit status 2.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -30,7 +33,7 @@ from .scales import SCALES, check_choice, get_scale
 
 PROJECT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = PROJECT / "notebooks"
-BOOK_FILES = ("_config.yml", "_toc.yml")
+BOOK_FILES = ("_config.yml", "_toc.yml", "references.bib")
 
 
 def chapters() -> list:
@@ -93,8 +96,55 @@ def run(name: str, scale: str = "cpu", parameters=None, progress=True, record=Tr
         if record:
             _record(name, scale, time.time() - t0, ok)
     out.parent.mkdir(parents=True, exist_ok=True)
+    tidy(partial)
     shutil.move(partial, out)
     return out
+
+
+_PROGRESS = re.compile(r"\d+/\d+ \[|it/s|s/it|cell/s|s/cell|TqdmWarning|IProgress not found")
+
+
+def _is_noise(text: str) -> bool:
+    """Progress-bar redraws (tqdm writes them to stderr with carriage returns), blank stderr, and
+    tqdm's warning that the notebook has no widgets: what a reader of the page does not want."""
+    return not text.strip() or bool(_PROGRESS.search(text))
+
+
+def _page_tags(cell) -> list:
+    """How the page shows a code cell: the parameters cells (the notebook's and papermill's) and
+    the parameter check are removed from the page (they stay in the notebook, for papermill);
+    every other cell's code is folded (``hide-input``), its output shown."""
+    tags = list(cell.metadata.get("tags", []))
+    if {"parameters", "injected-parameters"} & set(tags) or cell.source.startswith("from lic import params"):
+        want = "remove-cell"
+    else:
+        want = "hide-input"
+    return tags if want in tags or "remove-cell" in tags else tags + [want]
+
+
+def tidy(path) -> int:
+    """Make an executed notebook a page: remove progress-bar noise from its stderr outputs (other
+    stderr, warnings included, is kept) and tag its code cells (:func:`_page_tags`), in place.
+    Returns how many outputs were removed."""
+    import nbformat
+
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    removed, changed = 0, False
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        keep = [o for o in cell.get("outputs", [])
+                if not (o.get("output_type") == "stream" and o.get("name") == "stderr" and _is_noise(o.get("text", "")))]
+        removed += len(cell.get("outputs", [])) - len(keep)
+        cell.outputs = keep
+        tags = _page_tags(cell)
+        if tags != list(cell.metadata.get("tags", [])):
+            cell.metadata["tags"] = tags
+            changed = True
+    if removed or changed:
+        nbformat.write(nb, path)
+    return removed
 
 
 def assemble(scale: str) -> Path:
@@ -112,8 +162,9 @@ def assemble(scale: str) -> Path:
     return root
 
 
-def write_status(scale: str) -> Path:
-    """``book/status.md``: what ran, when, where, how long (from :func:`runs_log`)."""
+def write_status(scale: str, pending=()) -> Path:
+    """``book/status.md``: what ran, when, where, how long (from :func:`runs_log`), and the
+    chapters not yet executed at this scale (``pending``) with the command that runs them."""
     path = runs_log(scale)
     log = json.loads(path.read_text()) if path.exists() else {}
     lines = ["# Status of this build", "",
@@ -126,6 +177,9 @@ def write_status(scale: str) -> Path:
     for name, r in sorted(log.items()):
         lines.append(f"| {name} | {scale} | {'yes' if r['ok'] else 'no'} | {r['wall_seconds']} | "
                      f"{r['date']} | {r['torch']} | {r['compressai']} | {r['threads']} |")
+    if pending:
+        lines += ["", "Not yet executed at this scale, so not in this book: "
+                  + "; ".join(f"{n} (`python -m lic.book run {n} --scale {scale}`)" for n in pending) + "."]
     env = environment()
     lines += ["", f"This page was generated on {env['date']} with Python {env['python']}, torch "
               f"{env['torch']}, CompressAI {env['compressai']}, on `{env['cpu']}` with "
@@ -150,15 +204,20 @@ def write_ledger(scale: str) -> Path:
 def build(scale: str = "cpu", strict=True) -> Path:
     """Build the HTML book of ``scale`` from its executed notebooks (no execution)."""
     check_choice("scale", scale, tuple(SCALES))
-    missing = [n for n in chapters() if not executed_path(n, scale).exists()]
-    if missing:
-        raise FileNotFoundError(f"chapters not executed at scale {scale}: {', '.join(missing)}; run "
+    pending = [n for n in chapters() if not executed_path(n, scale).exists()]
+    if len(pending) == len(chapters()):
+        raise FileNotFoundError(f"no chapter is executed at scale {scale}; run "
                                 f"`python -m lic.book run all --scale {scale}` first")
     root = assemble(scale)
-    write_status(scale)
+    write_status(scale, pending)
     write_ledger(scale)
     shutil.rmtree(root / "_build", ignore_errors=True)
-    cmd = [sys.executable, "-m", "jupyter_book", "build", str(root), "--path-output", str(root)]
+    toc = root / "_toc.yml"
+    if pending:  # the book shows what has run; the status page names the rest and how to run it
+        toc = root / "_build_toc.yml"
+        lines = (PROJECT / "_toc.yml").read_text().splitlines()
+        toc.write_text("\n".join(l for l in lines if l.strip() not in {f"- file: book/{n}" for n in pending}) + "\n")
+    cmd = [sys.executable, "-m", "jupyter_book", "build", str(root), "--path-output", str(root), "--toc", str(toc)]
     if strict:
         cmd += ["-W", "-n", "--keep-going"]
     jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent))
@@ -201,6 +260,19 @@ def plan(name: str, scale: str, parameters=None) -> list:
         est = f", ≈ {len(miss) * S.vr_steps * sum(per) / len(per) / 3600:.1f} h at the s/step of the trained ones" if per else ""
         lines.append(f"  chapter models: {len(want) - len(miss)} of {len(want)} trained"
                      + (f"; to TRAIN ({S.vr_steps} steps each{est}): {', '.join(miss)}" if miss else ""))
+    if name == "05_tao":
+        from . import store, tao
+
+        m = store.read_manifest(tao.CHAPTER, S)
+        lams_t = getattr(p, "lambdas", None) or list(S.slim_lambdas)
+        miss = [tao.model_name(lam) for lam in lams_t if tao.model_name(lam) not in m]
+        per = [e["train_seconds"] / e["steps"] for e in m.values() if e.get("steps") and "widths" in e]
+        est = f", ≈ {len(miss) * S.slim_steps * sum(per) / len(per) / 3600:.1f} h at the s/step of the trained ones" if per else ""
+        lines.append(f"  supernets: {len(lams_t) - len(miss)} of {len(lams_t)} trained"
+                     + (f"; to TRAIN ({S.slim_steps} steps each{est}; `python -m lic.tao train --scale {scale}`): "
+                        f"{', '.join(miss)}" if miss else ""))
+        agents = [k for k in m if k.startswith("agent-")]
+        lines.append(f"  routing agents: {len(agents)} recorded (trained in the chapter, minutes each)")
     runs = zoo.runs_dir(S)
     states = sorted((runs / name).rglob("*.state.pt")) if (runs / name).exists() else []
     cached = len(list((runs / "measured").glob("*.json"))) if (runs / "measured").exists() else 0
@@ -225,6 +297,33 @@ def describe(name: str) -> list:
                      for k, v in defaults.items()]
 
 
+def recompute_claims(name: str, scale: str = "cpu") -> list:
+    """Add the ``claims`` list to a chapter's results file written before the claims contract,
+    by the chapter's own rules (the ``claims_for`` its notebook now calls) applied to the numbers
+    that file recorded. The file says so (``claims_from``); the chapter's next run replaces both."""
+    import pandas as pd
+
+    from . import liao, luo, report, zoo
+
+    res = report.load_results(name, scale)
+    claims_csv = pd.read_csv(report.PROJECT / "data" / "papers" / "claims.csv")
+    if name == "00_baselines":
+        claims = zoo.claims_for(res["bd"], res.get("mean_vs_bmshj"), res.get("train_speed"), claims_csv)
+    elif name == "01_liao":
+        claims = liao.claims_for(res["rows"], res["lambdas"], report.paper_table("liao_table"))[0]
+    elif name == "02_luo":
+        claims = luo.claims_for(res["rows"], res["share"], report.paper_table("luo_table1"),
+                                report.paper_table("luo_table2"), claims_csv)
+    else:
+        raise ValueError(f"{name} writes its claims itself; rerun it (`python -m lic.book run {name}`)")
+    res["claims"] = claims
+    res["claims_from"] = (f"the numbers recorded by the run of {res['environment']['date']}, by the chapter's "
+                          f"rules in lic, on {time.strftime('%Y-%m-%d')}; the page itself predates them")
+    path = report.RESULTS / name / f"{scale}.json"
+    path.write_text(json.dumps(res, indent=1) + "\n")
+    return claims
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lic.book", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -237,10 +336,21 @@ def main(argv=None) -> int:
     b = sub.add_parser("build", help="build the HTML book of one scale")
     b.add_argument("--scale", default="cpu", choices=tuple(SCALES))
     sub.add_parser("list", help="list the chapters and their parameters")
+    c = sub.add_parser("claims", help="add claims to a results file written before the claims contract")
+    c.add_argument("names", nargs="+")
+    c.add_argument("--scale", default="cpu", choices=tuple(SCALES))
+    t = sub.add_parser("tidy", help="drop progress-bar output from executed notebooks (run does it itself)")
+    t.add_argument("paths", nargs="+")
     args = ap.parse_args(argv)
     if args.cmd == "list":
         for name in chapters():
             print("\n".join(describe(name)))
+    elif args.cmd == "claims":
+        for name in args.names:
+            print(f"{name}: {len(recompute_claims(name, args.scale))} claims written")
+    elif args.cmd == "tidy":
+        for path in args.paths:
+            print(f"{path}: {tidy(path)} progress outputs removed")
     elif args.cmd == "run":
         names = chapters() if args.names == ["all"] else args.names
         try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+BARS = "00_baselines"  # its rows in claims.csv are this book's bars, counted apart from the papers' claims
 VERDICTS = ("reproduced", "partly reproduced", "not reproduced", "not testable here")
 FIELDS = ("id", "claim", "paper", "ours", "verdict", "rule", "section")
 PAPERS = Path(__file__).resolve().parents[1] / "data" / "papers"
@@ -64,6 +65,20 @@ def share(n_met: int, n: int) -> str:
     return "reproduced" if n_met == n else "partly reproduced" if n_met else "not reproduced"
 
 
+def table(claims):
+    """The claims as the table a chapter page shows: claim, paper, ours, verdict, rule."""
+    import pandas as pd
+
+    return pd.DataFrame(list(claims))[["claim", "paper", "ours", "verdict", "rule"]]
+
+
+def summary(claims) -> str:
+    """One line: "k of n claims reproduced, … partly, … not, … not testable here"."""
+    n = count(claims)
+    return (f"{n['reproduced']} of {len(claims)} claims reproduced, {n['partly reproduced']} partly, "
+            f"{n['not reproduced']} not, {n['not testable here']} not testable here")
+
+
 def count(claims) -> dict:
     """{verdict: how many}, in :data:`VERDICTS` order."""
     return {v: sum(c["verdict"] == v for c in claims) for v in VERDICTS}
@@ -93,8 +108,9 @@ def ledger(scale: str, results_root=None, papers=PAPERS) -> str:
     out = ["# Claims ledger", "",
            f"Every claim of the five papers, with our number beside the paper's and the verdict at the "
            f"`{scale}` scale. Generated from the chapters' results files when the book is built, so it "
-           "cannot drift from them; each verdict's rule is the chapter's, in `lic`.", ""]
-    counted, untestable, before, pending = [], [], [], []
+           "cannot drift from them; each verdict's rule is the chapter's, in `lic`. The first table holds "
+           "the bars this book sets its own base models, which every later chapter stands on.", ""]
+    counted, bars, untestable, before, pending = [], [], [], [], []
     for chapter, grp in papers_claims.groupby("chapter", sort=True):
         path = root / chapter / f"{scale}.json"
         res = json.loads(path.read_text()) if path.exists() else None
@@ -103,12 +119,14 @@ def ledger(scale: str, results_root=None, papers=PAPERS) -> str:
         out += [f"## {title}{link}", ""]
         if res is not None and res.get("claims"):
             check(res["claims"], papers)
+            if res.get("claims_from"):
+                out += [f"Claims computed from {res['claims_from']}.", ""]
             out += ["| claim | paper | ours | verdict | rule |", "|---|---|---|---|---|"]
             for c in res["claims"]:
                 out.append(f"| {_cell(c['claim'])} | {_cell(c['paper'])} | {_cell(c['ours'])} | "
                            f"<span style=\"color:{COLOURS[c['verdict']]}\">**{c['verdict']}**</span> | "
                            f"{_cell(c['rule'])} (section: {_cell(c['section'])}) |")
-                counted.append(c["verdict"])
+                (bars if chapter == BARS else counted).append(c["verdict"])
                 if c["verdict"] == "not testable here":
                     untestable.append(c["claim"])
         elif res is not None:
@@ -131,7 +149,24 @@ def ledger(scale: str, results_root=None, papers=PAPERS) -> str:
                f"{n['not testable here']} not testable here"
                + (f" ({'; '.join(untestable)})" if untestable else "")
                + (f"; chapters run before the contract, their verdicts shown as recorded: {', '.join(before)}" if before else "")
-               + (f"; not yet reproduced: {', '.join(pending)}" if pending else "") + ".")
+               + (f"; not yet reproduced: {', '.join(pending)}" if pending else "") + "."
+               + (f" This book's own bars for its base models: {bars.count('reproduced')} of {len(bars)} met." if bars else ""))
     out.insert(4, summary)
     out.insert(5, "")
     return "\n".join(out) + "\n"
+
+
+def at_least(ours: float, paper: float, tol: float = 0.1) -> str:
+    """A "× faster / × fewer" claim: ``ours`` within ``tol`` (relative) of the paper's factor or
+    above → reproduced; at least half of the paper's gain (1 + (paper − 1)/2) → partly; else not."""
+    if ours >= (1 - tol) * paper:
+        return "reproduced"
+    return "partly reproduced" if ours >= 1 + (paper - 1) / 2 else "not reproduced"
+
+
+AT_LEAST_RULE = ("within {tol:.0%} of the paper's {paper:.2f}× or above; at least half its gain "
+                 "({half:.2f}×) is partly")
+
+
+def at_least_rule(paper: float, tol: float = 0.1) -> str:
+    return AT_LEAST_RULE.format(tol=tol, paper=paper, half=1 + (paper - 1) / 2)

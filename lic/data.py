@@ -37,7 +37,7 @@ DEFAULT_ROOT = Path("data") / "datasets"
 
 
 class DataUnavailable(RuntimeError):
-    """A data set is neither on disk nor downloadable."""
+    """A data set (or one of its files) is missing, unreadable, or neither on disk nor downloadable."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -82,8 +82,13 @@ def to_rgb8(img) -> np.ndarray:
 
 
 def load_image(path) -> np.ndarray:
-    with Image.open(path) as im:
-        return to_rgb8(im)
+    """An image file as HxWx3 uint8; an unreadable or truncated file is refused with its name."""
+    try:
+        with Image.open(path) as im:
+            return to_rgb8(im)
+    except (OSError, ValueError) as err:
+        raise DataUnavailable(f"cannot read image {path}: {err}; replace the file (for the data sets: "
+                              "`python -m lic.data download NAME --root DIR` checks every file's sha256)") from err
 
 
 def to_tensor(rgb8: np.ndarray) -> torch.Tensor:

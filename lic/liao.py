@@ -219,18 +219,6 @@ def prune_decoder(model, ratio: float, scores: dict) -> dict:
     return {"ratio": ratio, "counts": counts, "kept": kept}
 
 
-@torch.no_grad()
-def decode_seconds(model, y_hat: torch.Tensor, repeats: int = 5) -> float:
-    """Median wall time of g_s alone on ``y_hat`` (after one warm-up)."""
-    model.g_s(y_hat)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        model.g_s(y_hat)
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
-
-
 def sweep(base, lmbda: float, criteria: dict, ratios, x0, data, images, scale, run_dir,
           finetune_steps: int, y_time: torch.Tensor, progress=True) -> list:
     """The chapter's experiment for one base model: for every criterion and ratio, prune a copy,
@@ -238,8 +226,9 @@ def sweep(base, lmbda: float, criteria: dict, ratios, x0, data, images, scale, r
     frozen: the bitstream does not change), and measure it again with real bitstreams.
 
     Fine-tuning runs resume from ``run_dir``/<base model's fingerprint> (pruning is deterministic,
-    so a rerun rebuilds the same architecture and loads its state). Returns one row per
-    (criterion, ratio), plus r = 0.
+    so a rerun rebuilds the same architecture and loads its state). Encode, decode and g_s times
+    of all the models come from one interleaved run after the sweep (:func:`time_interleaved`),
+    so machine noise hits every variant alike. Returns one row per (criterion, ratio), plus r = 0.
     """
     import copy
     from pathlib import Path
@@ -253,18 +242,18 @@ def sweep(base, lmbda: float, criteria: dict, ratios, x0, data, images, scale, r
     full = decoder_parameters(base)
 
     def measure(model, name, ratio, before=None, kept=None):
-        row = summarize(model, images, repeats=scale.timing_repeats, timed=min(3, len(images)),
-                        progress=False)
+        row = summarize(model, images, timed=0, progress=False)  # times: below, interleaved
+        models[(name, ratio)] = model
         return {"lambda": lmbda, "criterion": name, "ratio": ratio,
                 "decoder_params": decoder_parameters(model),
                 "removed": 1 - decoder_parameters(model) / full,
                 "macs_384x256": decoder_macs(model, 256, 384, gdn=False),
                 "macs_384x256_with_gdn": decoder_macs(model, 256, 384),
                 "macs_768x512": decoder_macs(model, 512, 768),
-                "gs_seconds": decode_seconds(model, y_time, scale.timing_repeats),
                 "psnr_before_ft": before, "kept": kept,
-                **{k: row[k] for k in ("psnr", "bpp", "bpp_est", "ms_ssim", "decode_ms", "encode_ms")}}
+                **{k: row[k] for k in ("psnr", "bpp", "bpp_est", "ms_ssim")}}
 
+    models = {}
     rows = [measure(copy.deepcopy(base), "unpruned", 0.0)]
     rows[0]["psnr_before_ft"] = rows[0]["psnr"]
     jobs = [(n, r) for n in criteria for r in ratios]
@@ -278,7 +267,34 @@ def sweep(base, lmbda: float, criteria: dict, ratios, x0, data, images, scale, r
         train(model, data, cfg, checkpoint=run_dir / f"{tag}.state.pt",
               params=list(model.g_s.parameters()), progress=False)
         rows.append(measure(model, name, ratio, before, info["counts"]))
+    times = time_interleaved(models, images[:3], y_time, scale.timing_repeats)
+    for row in rows:
+        row.update(times[(row["criterion"], row["ratio"])])
     return rows
+
+
+@torch.no_grad()
+def time_interleaved(models: dict, images, y_hat: torch.Tensor, repeats: int) -> dict:
+    """Encode, decode and g_s-alone times of ``models`` ({key: codec}) in one run, round-robin
+    (:func:`lic.evaluate.interleaved_times`; g_s timed the same way on ``y_hat``): {key: {
+    "encode_ms", "decode_ms", "decode_spread_pct", "gs_seconds"}}."""
+    from .evaluate import interleaved_times
+
+    for m in models.values():
+        m.update(force=True)
+    names = {f"m{i}": k for i, k in enumerate(models)}
+    t = interleaved_times({n: models[k] for n, k in names.items()}, images, repeats=repeats, progress=False)
+    gs = {n: [] for n in names}
+    for n, k in names.items():
+        models[k].g_s(y_hat)  # warm-up
+    for _ in range(repeats):
+        for n, k in names.items():
+            t0 = time.perf_counter()
+            models[k].g_s(y_hat)
+            gs[n].append(time.perf_counter() - t0)
+    return {k: {"encode_ms": t[n]["encode_ms"], "decode_ms": t[n]["decode_ms"],
+                "decode_spread_pct": t[n]["decode_spread_pct"],
+                "gs_seconds": sorted(gs[n])[len(gs[n]) // 2]} for n, k in names.items()}
 
 
 def timing_latent(model, img8) -> torch.Tensor:
@@ -286,3 +302,79 @@ def timing_latent(model, img8) -> torch.Tensor:
     from .data import pad_to, to_tensor
 
     return latents(model, pad_to(to_tensor(img8), 64)[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# verdicts
+
+QUALITY_TOL_DB = 0.1  # what we call "the same PSNR loss as the paper's"
+
+
+def claims_for(rows, lambdas, paper) -> tuple:
+    """The chapter's claims (see :mod:`lic.claims`) from its sweep ``rows`` (one per λ, criterion,
+    ratio: psnr, decoder_params, macs_384x256, decode_speedup), the two λ in ``lambdas`` (the main
+    one first) and the paper's table. Returns (claims, facts): facts holds the numbers the prose
+    quotes."""
+    import pandas as pd
+
+    from . import claims
+
+    rows = pd.DataFrame(rows)
+    lam = lambdas[0]
+    r_max = float(rows[rows.criterion == "activation range"].ratio.max())
+    p0 = paper[paper.ratio == 0].iloc[0]
+    pr = paper.iloc[(paper.ratio - r_max).abs().argsort().iloc[0]]  # the paper's row nearest our largest ratio
+
+    def at(lmb, criterion, r):
+        sel = rows[(rows["lambda"] == lmb) & (rows.criterion == criterion) & (abs(rows.ratio - r) < 1e-9)]
+        return sel.iloc[0]
+
+    drops = {lmb: float(at(lmb, "unpruned", 0).psnr - at(lmb, "activation range", r_max).psnr) for lmb in lambdas}
+    paper_drop = float(p0.psnr_db - pr.psnr_db)
+    n_q = sum(d <= paper_drop + QUALITY_TOL_DB for d in drops.values())
+    others = {c: float(at(lam, "unpruned", 0).psnr - at(lam, c, r_max).psnr)
+              for c in rows.criterion.unique() if c not in ("unpruned", "activation range")}
+    best_other = min(others, key=others.get) if others else None
+    gap = others[best_other] - drops[lam] if best_other else float("nan")
+    ref, top = at(lam, "unpruned", 0), at(lam, "activation range", r_max)
+    paper_macs = float(p0.macs_M_384x256 / pr.macs_M_384x256)
+    ours_macs = float(ref.macs_384x256 / top.macs_384x256)
+    paper_time = float(p0.time_s / pr.time_s)
+    ours_time = float(top.decode_speedup)
+    kept_paper, kept_ours = float(pr.decoder_params_M / p0.decoder_params_M), float(top.decoder_params / ref.decoder_params)
+    section = "Paper vs ours"
+    out = [
+        claims.make("liao-quality", f"pruning the decoder by activation range and fine-tuning loses about "
+                    f"{paper_drop:.2f} dB at r = {pr.ratio:.2f}",
+                    f"{p0.psnr_db:.2f} → {pr.psnr_db:.2f} dB at r = {pr.ratio:.2f}",
+                    ", ".join(f"{d:.2f} dB at λ = {lmb:g}" for lmb, d in drops.items()) + f" (r = {r_max:.2f})",
+                    claims.share(n_q, len(drops)),
+                    f"the loss at each λ must be within {QUALITY_TOL_DB} dB of the paper's or smaller "
+                    f"({n_q} of {len(drops)} are)", section),
+    ]
+    if best_other:
+        out.append(claims.make(
+            "liao-criterion", "the activation range is the criterion that finds the channels a decoder can lose "
+            "(the slides compare no other criterion)", "activation range (no other criterion shown)",
+            f"{drops[lam]:.2f} dB lost by activation range vs {others[best_other]:.2f} dB by {best_other}, "
+            f"the best other criterion (λ = {lam:g}, r = {r_max:.2f})",
+            "reproduced" if gap > QUALITY_TOL_DB else "not reproduced",
+            f"the activation range must lose at least {QUALITY_TOL_DB} dB less than every other criterion "
+            "at the same ratio and fine-tuning budget", section))
+    out += [
+        claims.make("liao-size", "the pruned decoder keeps under half of its parameters at the largest ratio",
+                    f"{p0.decoder_params_M:.2f} → {pr.decoder_params_M:.2f} M",
+                    f"{ref.decoder_params / 1e6:.3f} → {top.decoder_params / 1e6:.3f} M ({kept_ours:.0%} kept)",
+                    "reproduced" if abs(kept_ours - kept_paper) <= 0.05 else "not reproduced",
+                    f"the kept share within 5 points of the paper's {kept_paper:.0%}", section),
+        claims.make("liao-flops", "the pruned decoder needs about 3× fewer FLOPs",
+                    f"{p0.macs_M_384x256:.0f} → {pr.macs_M_384x256:.0f} M", f"{ours_macs:.2f}× fewer MACs "
+                    f"({ref.macs_384x256 / 1e6:.0f} → {top.macs_384x256 / 1e6:.0f} M at 384×256)",
+                    claims.at_least(ours_macs, paper_macs), claims.at_least_rule(paper_macs), section),
+        claims.make("liao-time", "the pruned decoder decodes faster", f"{p0.time_s:.2f} → {pr.time_s:.2f} s",
+                    f"{ours_time:.2f}× faster whole decode (λ = {lam:g}, this CPU, one interleaved run)",
+                    claims.at_least(ours_time, paper_time), claims.at_least_rule(paper_time), section),
+    ]
+    facts = {"r_max": r_max, "drops": drops, "others": others, "best_other": best_other, "gap": gap,
+             "paper_drop": paper_drop, "paper_macs": paper_macs, "paper_time": paper_time}
+    return out, facts

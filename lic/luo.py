@@ -386,15 +386,30 @@ def uniform(base, lmbda, data, scale, run_dir, kept_widths: dict, steps: int, fi
 
 
 def _measure(model, images, scale, variant, **extra) -> dict:
+    """Quality, rate, size and MACs (kept in the shared measurement cache); times come later, from
+    one interleaved run of all variants (:func:`_time_together`)."""
     from .evaluate import summarize_cached
     from .zoo import runs_dir
 
-    row = summarize_cached(model, images, runs_dir(scale) / "measured", repeats=scale.timing_repeats,
-                           timed=min(3, len(images)), progress=False)
-    keep = ("psnr", "bpp", "bpp_est", "bpp_y", "bpp_z", "bpp_est_y", "bpp_est_z", "ms_ssim",
-            "encode_ms", "decode_ms", "params", "macs")
+    row = summarize_cached(model, images, runs_dir(scale) / "measured", timed=0, progress=False)
+    keep = ("psnr", "bpp", "bpp_est", "bpp_y", "bpp_z", "bpp_est_y", "bpp_est_z", "ms_ssim", "params", "macs")
     return {"variant": variant, **{k: row[k] for k in keep if k in row},
             "hyper_params": hyper_size(model), "widths": widths(model), **extra}
+
+
+def _time_together(models: dict, rows: list, images, repeats: int) -> None:
+    """Encode and decode times of every variant of one base model from one interleaved run
+    (:func:`lic.evaluate.interleaved_times`), written into ``rows`` (a row that reuses another
+    variant's run gets that run's times)."""
+    from .evaluate import interleaved_times
+
+    for m in models.values():
+        m.update(force=True)
+    t = interleaved_times(models, images, repeats=repeats, progress=False)
+    for row in rows:
+        src = t[row.get("same_run_as") or row["variant"]]
+        row.update(encode_ms=src["encode_ms"], decode_ms=src["decode_ms"],
+                   encode_spread_pct=src["encode_spread_pct"], decode_spread_pct=src["decode_spread_pct"])
 
 
 def experiment(base, arch: str, lmbda: float, data, images, scale, run_dir, steps: int,
@@ -408,6 +423,8 @@ def experiment(base, arch: str, lmbda: float, data, images, scale, run_dir, step
     - ``half``: every prunable hyper layer at half width, same budget (Fig. 1);
     - ``original + training``: all channels, same budget (is a gain only the extra training?);
     - ``ERHP (β=…)``: ERHP again with each lasso strength in ``other_strengths`` (an ablation).
+
+    Encode and decode times of all of them come from one interleaved run at the end.
     """
     from .evaluate import evaluate
     from .zoo import fingerprint
@@ -415,6 +432,7 @@ def experiment(base, arch: str, lmbda: float, data, images, scale, run_dir, step
     run_dir = Path(run_dir) / arch / fingerprint(base)  # a retrained base model starts afresh
     common = dict(arch=arch, **{"lambda": lmbda})
     rows = [_measure(base, images, scale, "original", **common)]  # measurements are kept: a rerun resumes
+    models = {"original": base}
     for i, beta in enumerate([strength, *other_strengths]):
         variant, tag = ("ERHP", "") if i == 0 else (f"ERHP (β={beta:g})", f"-beta{beta:g}")
         model, merged, info = erhp(base, lmbda, data, scale, run_dir, steps, finetune_steps, target,
@@ -426,6 +444,7 @@ def experiment(base, arch: str, lmbda: float, data, images, scale, run_dir, step
                              removed_norm_mean=info["removed_norm_mean"],
                              kept_norm_min=info["kept_norm_min"], mask_history=info["mask_history"],
                              **common))
+        models[variant] = model
         if i == 0:
             erhp_size = hyper_size(model)
     full = {n: w for n, w in widths(base).items() if n in prunable_units(base)}
@@ -441,5 +460,65 @@ def experiment(base, arch: str, lmbda: float, data, images, scale, run_dir, step
         tag = variant.replace(" + ", "-").replace(" ", "-")
         m = uniform(base, lmbda, data, scale, run_dir, kept, steps, finetune_steps, progress, tag=tag)
         rows.append(_measure(m, images, scale, variant, **common))
+        models[variant] = m
         done[key] = rows[-1]
+    _time_together(models, rows, images[:3], scale.timing_repeats)
     return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# verdicts
+
+TOL_BPP = 0.5    # % of bpp: what we call "equal rate"
+TOL_PSNR = 0.05  # dB: "equal PSNR" (a context model decodes round(y - μ) + μ: μ comes from the hyper path)
+
+
+def claims_for(res, share, paper1, paper2, papers_claims) -> list:
+    """The chapter's claims (see :mod:`lic.claims`) from its rows ``res`` (variant, arch, λ, bpp,
+    psnr, whole_reduction, bpp_change, psnr_change), the ``share`` rows (hyper share of parameters,
+    z share of bits), the paper's Tables 1 and 2 and its claims in ``data/papers/claims.csv``."""
+    import pandas as pd
+
+    from . import claims
+
+    res, share = pd.DataFrame(res), pd.DataFrame(share)
+    E = res[res.variant == "ERHP"]
+    U = res[res.variant == "uniform"].set_index(["arch", "lambda"])
+    lo, hi = float(paper1.reduction_pct.min()), float(paper1.reduction_pct.max())
+    red = E.whole_reduction * 100
+    equal = (E.bpp_change * 100 <= TOL_BPP) & (E.psnr_change.abs() <= TOL_PSNR)
+    wins = [r.bpp <= U.loc[(r.arch, r["lambda"]), "bpp"] for _, r in E.iterrows()]
+    pc = papers_claims[papers_claims.chapter == "02_luo"].set_index("claim").value
+    hyper_paper = float(pc["share of parameters in the hyper path"])
+    z_paper = float(pc["share of bits spent on z"])
+    hyper = share.groupby("arch")["hyper share of parameters"].first() * 100
+    z = share["z share of bits"] * 100
+    t2 = paper2.iloc[0]
+    sec = "Paper vs ours"
+    return [
+        claims.make("luo-hyper-share", "the hyper path holds a large share of a hyperprior codec's parameters",
+                    f"{hyper_paper:g} %", ", ".join(f"{a} {v:.1f} %" for a, v in hyper.items()),
+                    claims.share(int(((hyper - hyper_paper).abs() <= 5).sum()), len(hyper)),
+                    f"each architecture's share within 5 points of the paper's {hyper_paper:g} %", "Where the parameters and the bits are"),
+        claims.make("luo-z-bits", "the hyper latent z costs only a small share of the bits",
+                    f"{z_paper:g} %", f"{z.min():.1f}–{z.max():.1f} % over architectures and λ",
+                    claims.share(int((z <= 2 * z_paper).sum()), len(z)),
+                    f"z's share at most twice the paper's ({2 * z_paper:g} %) at every point", "Where the parameters and the bits are"),
+        claims.make("luo-size", "ERHP removes 22.6–34.3 % of the whole model's parameters",
+                    f"{lo:.1f}–{hi:.1f} %", f"{red.min():.1f}–{red.max():.1f} %",
+                    "reproduced" if red.min() >= lo else "partly reproduced" if red.max() >= lo else "not reproduced",
+                    f"every ERHP model must remove at least the paper's lowest {lo:.1f} % (reproduced), "
+                    "or some of them (partly)", sec),
+        claims.make("luo-rd", "ERHP keeps the rate–distortion performance (equal PSNR, equal or lower bpp)",
+                    "equal PSNR, bpp equal or lower (Table 1)",
+                    f"bpp {E.bpp_change.min() * 100:+.2f} to {E.bpp_change.max() * 100:+.2f} %, "
+                    f"PSNR within {E.psnr_change.abs().max():.3f} dB",
+                    claims.share(int(equal.sum()), len(E)),
+                    f"bpp at most +{TOL_BPP} % and PSNR within {TOL_PSNR} dB of the original at each of the "
+                    f"{len(E)} points ({int(equal.sum())} are)", sec),
+        claims.make("luo-uniform", "ERHP's learned widths beat a uniform hyper path of the same size",
+                    f"{t2.bpp_erhp:.3f} vs {t2.bpp_manual:.3f} bpp at {t2.psnr:.3f} dB ({t2.arch}, λ = {t2['lambda']:g})",
+                    f"ERHP's bpp lower or equal in {sum(wins)} of {len(wins)} cases",
+                    claims.share(sum(wins), len(wins)),
+                    "ERHP's bpp must be at most the uniform path's at every (architecture, λ)", sec),
+    ]

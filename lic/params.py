@@ -199,6 +199,9 @@ CHECKS = {
                "resrep_steps": integer(0, optional=True), "finetune_steps": integer(0, optional=True)},
     "03_yin": {**COMMON, "archs": names(_yin_archs), "variants": names(_yin_variants),
                "sweep_points": integer(2), "timed_images": integer(1)},
+    "05_tao": {**COMMON, "lambdas": lambdas(), "epsilon": number(0), "eps_sweep": numbers(0),
+               "blocks": numbers(16), "label_crops": integer(8, optional=True),
+               "agent_steps": integer(1, optional=True), "timed_images": integer(1)},
 }
 
 

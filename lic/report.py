@@ -153,3 +153,4 @@ def rd_plot(curves, ax=None, metric="psnr", title=None, xlim=None, legend="insid
     elif legend:
         ax.legend(fontsize=8, loc="lower right")
     return ax
+

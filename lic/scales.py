@@ -47,6 +47,11 @@ class Scale:
     resrep_steps: int = 0          # ResRep training of the hyper path before the merge (Luo)
     vr_steps: int = 0              # variable-rate training from the zoo's middle-λ model (Yin)
     vr_lr: float = 2e-4            # its peak learning rate (cosine decay to a tenth)
+    slim_steps: int = 0            # slimmable supernet training from the zoo model, per λ (Tao)
+    slim_lr: float = 1e-4          # its peak learning rate (cosine decay to a tenth)
+    slim_lambdas: tuple = ()       # the quality levels that get a supernet (zoo λ)
+    label_crops: int = 0           # training patches with JUMC labels for the routing agents (Tao)
+    agent_steps: int = 0           # routing-agent training steps
     arch_steps: tuple = ()      # ((arch, steps, finetune_steps), ...): per-architecture schedules
 
     def schedule(self, arch: str) -> tuple:
@@ -74,12 +79,15 @@ SCALES = {
         crop=64, batch=4, steps=120, finetune_steps=30, lr=1e-3, lr_final=1e-4, checkpoint_every=40,
         eval_every=40, test_limit=2, test_crop=(192, 256), timing_repeats=1,
         prune_finetune_steps=10, estimate_iters=5, resrep_steps=20, vr_steps=40, vr_lr=1e-3,
+        slim_steps=20, slim_lr=1e-3, slim_lambdas=(0.0067, 0.0250), label_crops=16, agent_steps=10,
     ),
     "cpu": Scale(
         name="cpu", N=64, M=96, lambdas=(0.0035, 0.0067, 0.0130, 0.0250), train_set="bsds500",
         test_set="kodak", crop=128, batch=8, steps=60000, finetune_steps=16000, lr=5e-4, lr_final=2e-5,
         late_crop=256, late_frac=0.15, eval_every=2500, checkpoint_every=500, timing_repeats=5,
         prune_finetune_steps=1000, estimate_iters=50, resrep_steps=3000, vr_steps=20000,
+        slim_steps=3000, slim_lambdas=(0.0035, 0.0067, 0.0130, 0.0250),
+        label_crops=2400, agent_steps=1500,
         # cheng2020-attn steps ~4.5x slower; its 30k + 8k-step family already beats WebP
         arch_steps=(("cheng2020-attn", 30000, 8000),),
     ),
@@ -87,7 +95,8 @@ SCALES = {
         name="paper", N=128, M=192, lambdas=(0.0035, 0.0067, 0.0130, 0.0250), train_set="bsds500",
         test_set="kodak", crop=256, batch=16, steps=0, finetune_steps=0, pretrained=True,
         timing_repeats=5, prune_finetune_steps=20000, estimate_iters=100, resrep_steps=30000,
-        vr_steps=200000, vr_lr=1e-4,
+        vr_steps=200000, vr_lr=1e-4, slim_steps=1600000, slim_lambdas=(0.0035, 0.0067, 0.0130, 0.0250),
+        label_crops=20000, agent_steps=50000,
     ),
 }
 

@@ -29,15 +29,13 @@ Our reading of the slides, where they are silent (the chapter names each choice)
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 
 import torch
 
 from . import data as lic_data
-from . import zoo
+from . import store, zoo
 from .evaluate import evaluate, macs
 from .models.gated import AtLambda, GatedConv, VariableRate
 from .models.vbr import Vbr
@@ -93,24 +91,15 @@ def build(arch: str, scale: Scale, variant: str, base=None):
 
 def models_dir(scale: Scale) -> Path:
     """Final models: ``data/checkpoints/03_yin/cpu`` (committed); other scales under ``runs/``."""
-    if "LIC_ZOO" in os.environ:
-        return Path(os.environ["LIC_ZOO"]) / CHAPTER / scale.name
-    if scale.name == "cpu":
-        return zoo.PROJECT / "data" / "checkpoints" / CHAPTER / "cpu"
-    return zoo.PROJECT / "runs" / scale.name / CHAPTER / "models"
+    return store.models_dir(CHAPTER, scale)
 
 
 def read_manifest(scale: Scale) -> dict:
-    p = models_dir(scale) / "manifest.json"
-    return json.loads(p.read_text()) if p.exists() else {}
+    return store.read_manifest(CHAPTER, scale)
 
 
 def _write_manifest(scale: Scale, manifest: dict) -> None:
-    p = models_dir(scale) / "manifest.json"
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, p)
+    store.write_manifest(CHAPTER, scale, manifest)
 
 
 def save(model, path, meta: dict, half=True) -> str:
@@ -411,7 +400,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lic.yin", description="train the chapter's variable-rate models")
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train (or resume) missing models")
-    t.add_argument("--scale", default="cpu")
+    t.add_argument("--scale", default="cpu", choices=("smoke", "cpu", "paper"))
     t.add_argument("--arch", action="append", choices=ARCHS, help="repeatable; default: all three")
     t.add_argument("--variant", action="append", choices=VARIANTS, help="repeatable; default: both")
     t.add_argument("--target", type=float, default=TARGET_SPARSITY, help="target sparsity α_t of ecg+bm")

@@ -28,7 +28,7 @@ from compressai.models import (Cheng2020Attention, JointAutoregressiveHierarchic
 from . import data as lic_data
 from .evaluate import evaluate
 from .precision import PRECISIONS
-from .scales import ARCHS, PAPER_QUALITY, Scale, check_choice, get_scale
+from .scales import ARCHS, PAPER_QUALITY, SCALES, Scale, check_choice, get_scale
 from .surgery import channel_config, resize_to
 from .train import TrainConfig, train
 from .weights import CODER_TABLES, fingerprint  # noqa: F401 - part of this module's interface
@@ -436,12 +436,59 @@ def schedule_comparison(scale: Scale) -> list:
     return rows
 
 
+# ---------------------------------------------------------------------------------------------
+# the bars the base models must meet (00_baselines), as claims
+
+TIE_PCT = 0.5  # |BD-rate| below this is a tie, stated as one
+
+
+def claims_for(bd, mean_vs_bmshj, train_speed, bars) -> list:
+    """The baselines chapter's bars (``data/papers/claims.csv``, chapter 00_baselines) as claims
+    (:mod:`lic.claims`): ``bd`` the BD-rate table (arch, anchor, "BD-rate %"), ``mean_vs_bmshj``
+    mbt2018-mean's BD-rate against bmshj2018-hyperprior, ``train_speed`` the result of
+    :func:`lic.train.throughput`. A bar met against one anchor and tied against another says both."""
+    import pandas as pd
+
+    from . import claims
+
+    bd = pd.DataFrame(bd)
+    b = bars[bars.chapter == "00_baselines"].set_index("claim").value
+    ref = bd[bd.arch == "bmshj2018-hyperprior"].set_index("anchor")["BD-rate %"]
+    webp = {a: float(ref[a]) for a in ("WebP (published)", "WebP (Pillow, here)") if a in ref and ref[a] == ref[a]}
+    main = "WebP (published)" if "WebP (published)" in webp else next(iter(webp), None)
+    ties = [a for a, v in webp.items() if abs(v) < TIE_PCT]
+    out = []
+    if main is not None:
+        out.append(claims.make(
+            "bar-webp", "our bmshj2018-hyperprior needs fewer bits than WebP at equal PSNR (the base models are not weak)",
+            f"BD-rate {b['bmshj2018-hyperprior BD-rate against WebP']} %",
+            "; ".join(f"{v:+.2f} % against {a}" for a, v in webp.items())
+            + (f" (a tie, |BD-rate| < {TIE_PCT} %, against {', '.join(ties)})" if ties else ""),
+            "reproduced" if webp[main] < 0 else "not reproduced",
+            f"BD-rate below 0 against {main}; against any WebP anchor within ±{TIE_PCT} % it is stated as a tie",
+            "Rate–distortion curves"))
+    if mean_vs_bmshj is not None and mean_vs_bmshj == mean_vs_bmshj:
+        out.append(claims.make(
+            "bar-mean", "adding a mean to the Gaussian prior (mbt2018-mean) is no worse than the scale hyperprior",
+            f"BD-rate {b['mbt2018-mean BD-rate against bmshj2018-hyperprior']} %", f"{mean_vs_bmshj:+.2f} %",
+            "reproduced" if mean_vs_bmshj <= 0 else "not reproduced", "BD-rate at most 0 against our bmshj2018-hyperprior",
+            "Rate–distortion curves"))
+    if train_speed:
+        goal = float(b["training throughput of the project's loop against plain fp32 eager"])
+        out.append(claims.make(
+            "bar-train-speed", "the project's training loop is several times faster than plain fp32 eager CompressAI",
+            f"{goal:g}×", f"{train_speed['ratio']:.2f}× ({train_speed['auto']} on {train_speed['cpu']})",
+            "reproduced" if train_speed["ratio"] >= goal else "not reproduced",
+            f"at least {goal:g}× on this CPU, one interleaved run", "Training speed on this CPU"))
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lic.zoo", description="train or list base models")
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train (or resume) every missing model")
-    t.add_argument("--scale", default="cpu")
-    t.add_argument("--arch", action="append", help="repeatable; default: all")
+    t.add_argument("--scale", default="cpu", choices=tuple(SCALES))
+    t.add_argument("--arch", action="append", choices=ARCHS, help="repeatable; default: all")
     t.add_argument("--lmbda", type=float, action="append", help="repeatable; default: all")
     t.add_argument("--data", default=None, help="data root (default: $LIC_DATA)")
     t.add_argument("--steps", type=int, help="steps of the middle λ from scratch (default: the scale's)")
@@ -450,7 +497,7 @@ def main(argv=None) -> int:
                    help="training loop: fp32, bf16 (autocast) or auto (the fastest measured here; "
                         "default: $LIC_PRECISION, else auto)")
     ls = sub.add_parser("list", help="print the manifest and each family's BD-rate vs WebP")
-    ls.add_argument("--scale", default="cpu")
+    ls.add_argument("--scale", default="cpu", choices=tuple(SCALES))
     ad = sub.add_parser("adopt", help="copy the finished models of another zoo (a schedule trial) into this one")
     ad.add_argument("source", help="the other zoo's LIC_ZOO folder, e.g. runs/trial")
     ad.add_argument("--scale", default="cpu")
@@ -461,6 +508,9 @@ def main(argv=None) -> int:
     ck.add_argument("--data", default=None, help="data root (default: $LIC_DATA)")
     args = ap.parse_args(argv)
     scale = get_scale(args.scale)
+    bad = [l for l in (getattr(args, "lmbda", None) or []) if l not in scale.lambdas]
+    if bad:
+        ap.error(f"λ={bad[0]} is not a λ of scale {scale.name}; valid: {', '.join(map(str, scale.lambdas))}")
     if args.cmd == "check-fp16":
         found = check_stored_fp16(scale, args.states, root=args.data)
         for name, c in found.items():
@@ -496,3 +546,4 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+

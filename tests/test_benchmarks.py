@@ -40,3 +40,11 @@ def test_bf16_quality_trains_both_ways_and_saves_what_it_prints(tmp_zoo, capsys)
     assert "bf16 vs fp32" in capsys.readouterr().out
     saved = report.load_results("bench_bf16_quality", "smoke", root=tmp_zoo / "results")  # what the chapter quotes
     assert saved["steps"] == 3 and saved["runs"]["fp32 eager"]["psnr"] == pytest.approx(res["fp32 eager"]["psnr"])
+
+
+def test_tiles_times_every_variant_against_the_dense_transform(capsys):
+    med = _script("tiles").main(["--scale", "smoke", "--height", "128", "--width", "192", "--blocks", "64",
+                                 "--repeats", "1"])
+    assert set(med) == {"block 64: C5 tiled", "block 64: C3 tiled", "block 64: random mixed map", "C5 dense", "C3 dense"}
+    assert all(v > 0 for v in med.values())
+    assert "vs C5 dense" in capsys.readouterr().out

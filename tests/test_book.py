@@ -67,3 +67,27 @@ def test_rd_plot_zooms_on_the_points_inside_the_x_limits():
     ax = report.rd_plot(curves, xlim=(0, 1.0))
     lo, hi = ax.get_ylim()
     assert lo < 28.0 and 33.0 < hi < 34.0  # the 45 dB point beyond 1 bpp does not stretch the axis
+
+
+def test_tidy_drops_progress_bars_but_keeps_other_stderr(tmp_path):
+    import nbformat
+
+    from lic import book
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("x")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text="\r 40%|████ | 4/10 [00:01<00:02, 2.0it/s]"),
+                    nbformat.v4.new_output("stream", name="stderr", text="\n"),
+                    nbformat.v4.new_output("stream", name="stderr", text="UserWarning: something real\n"),
+                    nbformat.v4.new_output("stream", name="stdout", text="wrote data/results/x.json\n")]
+    path = tmp_path / "page.ipynb"
+    params = nbformat.v4.new_code_cell("scale = 'cpu'", metadata={"tags": ["parameters"]})
+    check = nbformat.v4.new_code_cell("from lic import params\n\np = params.check('x', globals())")
+    nb.cells = [params, check, cell]
+    nbformat.write(nb, path)
+    assert book.tidy(path) == 2
+    cells = nbformat.read(path, as_version=4).cells
+    assert [o.text for o in cells[2].outputs] == ["UserWarning: something real\n", "wrote data/results/x.json\n"]
+    # the page starts with the story: parameters and their check removed, other code folded
+    assert [c.metadata["tags"] for c in cells] == [["parameters", "remove-cell"], ["remove-cell"], ["hide-input"]]
+    assert book.tidy(path) == 0

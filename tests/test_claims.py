@@ -59,7 +59,61 @@ def test_the_ledger_is_built_from_the_results_files(tmp_path):
     assert "**1 of 2 claims under the contract reproduced** at `cpu` scale, 0 partly, 1 not" in page
     assert "{doc}`03_yin`" in page and "| FLOPs fall 2.0–2.9× | 2.03–2.86× | 1.6× |" in page
     assert "| quality | partly reproduced |" in page  # recorded before the contract
-    assert "not yet reproduced: 02_luo, 04_yu, 05_tao" in page  # from data/papers/claims.csv
+    assert "not yet reproduced: 00_baselines, 02_luo, 04_yu, 05_tao" in page  # from data/papers/claims.csv
     (tmp_path / "03_yin" / "cpu.json").write_text(json.dumps({"claims": [_ok(verdict="works")]}))
     with pytest.raises(ValueError, match="unknown verdict"):
         claims.ledger("cpu", results_root=tmp_path)
+
+
+def test_at_least_rule_for_speed_and_flop_factors():
+    assert claims.at_least(2.9, 3.17) == "reproduced"          # within 10 %
+    assert claims.at_least(2.2, 3.17) == "partly reproduced"   # more than half the gain (2.09×)
+    assert claims.at_least(1.5, 3.17) == "not reproduced"
+    assert "(2.00×)" in claims.at_least_rule(3.0)
+
+
+def _liao_rows(drop_main, drop_second, drop_l1):
+    rows = []
+    for lam, drop in ((0.013, drop_main), (0.0035, drop_second)):
+        rows.append({"lambda": lam, "criterion": "unpruned", "ratio": 0.0, "psnr": 31.0, "decoder_params": 1000,
+                     "macs_384x256": 900e6, "decode_speedup": 1.0})
+        rows.append({"lambda": lam, "criterion": "activation range", "ratio": 0.55, "psnr": 31.0 - drop,
+                     "decoder_params": 450, "macs_384x256": 300e6, "decode_speedup": 1.3})
+        rows.append({"lambda": lam, "criterion": "L1-norm", "ratio": 0.55, "psnr": 31.0 - drop_l1,
+                     "decoder_params": 450, "macs_384x256": 300e6, "decode_speedup": 1.3})
+    return rows
+
+
+def test_liao_claims_follow_the_rules_from_the_papers_table():
+    from lic import liao, report
+
+    paper = report.paper_table("liao_table")  # 0.41 dB at r = 0.55, 3618 -> 1141 M, 0.71 -> 0.48 s
+    c, facts = liao.claims_for(_liao_rows(0.45, 0.30, 2.0), [0.013, 0.0035], paper)
+    v = {x["id"]: x["verdict"] for x in c}
+    assert abs(facts["paper_drop"] - 0.41) < 1e-9
+    assert v == {"liao-quality": "reproduced", "liao-criterion": "reproduced", "liao-size": "reproduced",
+                 "liao-flops": "reproduced", "liao-time": "partly reproduced"}   # 3.0× ≥ 0.9·3.17×; 1.3× between 1.24× and 0.9·1.48×
+    v = {x["id"]: x["verdict"] for x in liao.claims_for(_liao_rows(0.60, 0.30, 0.65), [0.013, 0.0035], paper)[0]}
+    assert v["liao-quality"] == "partly reproduced" and v["liao-criterion"] == "not reproduced"  # a tie is not a win
+
+
+def test_baseline_bars_state_a_tie_against_the_other_anchor():
+    import pandas as pd
+
+    from lic import zoo
+
+    bars = pd.read_csv(claims.PAPERS / "claims.csv")
+    bd = [{"arch": "bmshj2018-hyperprior", "anchor": "WebP (published)", "BD-rate %": -2.8},
+          {"arch": "bmshj2018-hyperprior", "anchor": "WebP (Pillow, here)", "BD-rate %": -0.07}]
+    c = {x["id"]: x for x in zoo.claims_for(bd, 1.0, {"ratio": 2.0, "auto": "fp32", "cpu": "x"}, bars)}
+    assert c["bar-webp"]["verdict"] == "reproduced" and "a tie" in c["bar-webp"]["ours"]
+    assert c["bar-mean"]["verdict"] == "not reproduced" and c["bar-train-speed"]["verdict"] == "not reproduced"
+
+
+def test_committed_results_of_every_run_chapter_carry_valid_claims():
+    import json
+
+    for chapter in ("00_baselines", "01_liao", "02_luo", "03_yin"):
+        res = json.loads((claims.PAPERS.parent / "results" / chapter / "cpu.json").read_text())
+        assert res.get("claims"), f"{chapter} has no claims"
+        claims.check(res["claims"])

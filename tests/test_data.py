@@ -99,3 +99,16 @@ def test_shared_data_verifies_when_present():
     assert data.verify("kodak", SHARED_DATA, deep=True) == []
     files = data.kodak_files(SHARED_DATA)
     assert len(files) == 24 and data.load_image(files[0]).shape in {(512, 768, 3), (768, 512, 3)}
+
+
+def test_a_truncated_image_is_refused_with_its_name(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from lic import data
+
+    path = tmp_path / "kodim99.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(data.DataUnavailable, match="kodim99.png"):
+        data.load_image(path)

@@ -229,3 +229,16 @@ def test_committed_cpu_zoo_loads_without_training_and_fp16_was_checked(monkeypat
             assert abs(entry["fp16_check"]["delta_psnr_db"]) <= zoo.FP16_TOLERANCE_DB, name
     committed = sum(f.stat().st_size for f in zoo.zoo_dir(cpu).rglob("*") if f.is_file())
     assert committed <= 80e6, f"cpu zoo is {committed / 1e6:.1f} MB; the issue's budget is 80 MB"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--arch", "bmshj2018"], "invalid choice: 'bmshj2018'"),
+    (["train", "--scale", "gpu"], "invalid choice: 'gpu'"),
+    (["train", "--scale", "smoke", "--lmbda", "0.5"], "λ=0.5 is not a λ of scale smoke"),
+])
+def test_cli_refuses_bad_arguments_in_one_line(argv, message, capsys):
+    from lic import zoo
+
+    with pytest.raises(SystemExit) as exit_:
+        zoo.main(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err

@@ -1,0 +1,235 @@
+"""Tao et al. (AdaNIC): the slimmable supernet, its tiled spatially adaptive execution, JUMC labels,
+the capacity map in the bitstream, the routing agents."""
+import pytest
+import torch
+import torch.nn.functional as F
+from compressai.layers import GDN
+from compressai.models import MeanScaleHyperprior
+
+from lic import tao
+from lic.models import agents, slimmable
+from lic.models.slimmable import SlimConvTranspose2d, from_mean_scale, uniform_router
+
+
+@pytest.fixture(scope="module")
+def nets():
+    torch.manual_seed(0)
+    base = MeanScaleHyperprior(16, 24).eval()
+    with torch.no_grad():  # a trained-looking GDN: off-diagonal γ, varied β
+        for m in base.modules():
+            if isinstance(m, GDN):
+                m.gamma.add_(0.05 * torch.rand_like(m.gamma))
+                m.beta.add_(0.1 * torch.rand_like(m.beta))
+    return base, from_mean_scale(base).eval()
+
+
+def _x(n=2, h=128, w=192, seed=1):
+    return torch.rand(n, 3, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+def test_capacities_follow_the_papers_fractions():
+    assert slimmable.capacities(64) == (38, 45, 51, 58, 64)
+    assert slimmable.capacities(160) == (96, 112, 128, 144, 160)  # the paper's Table 2
+    with pytest.raises(ValueError, match="too narrow"):
+        slimmable.capacities(3)
+
+
+def test_widest_capacity_is_the_original_model_exactly(nets):
+    base, net = nets
+    x = _x()
+    with torch.no_grad():
+        a, b = base(x), net(x)
+    assert torch.equal(a["x_hat"], b["x_hat"])
+    assert torch.equal(a["likelihoods"]["y"], b["likelihoods"]["y"])
+
+
+def test_slim_gdn_at_full_width_is_gdn():
+    g = GDN(12)
+    s = slimmable.SlimGDN(12, 5)
+    s.load_state_dict(g.state_dict(), strict=False)
+    x = torch.randn(2, 12, 8, 8)
+    assert torch.equal(g(x), s(x, 4))
+    assert s(x[:, :7], 0).shape == (2, 7, 8, 8)  # sliced to the input's width
+
+
+@torch.no_grad()
+def test_full_capacity_map_equals_the_dense_operators(nets):
+    _, net = nets
+    x = _x()
+    full = torch.full((2, 2, 3), 4)
+    y = net.g_a(x)
+    assert (net.analysis(x, tcm=full) - y).abs().max() < 1e-5           # SA-Conv + SA-GDN
+    assert (net.synthesis(y, tcm=full) - net.g_s(y)).abs().max() < 1e-5  # SA-TConv + SA-IGDN
+    assert (net(x, tcm=full)["x_hat"] - net(x)["x_hat"]).abs().max() < 1e-5  # the whole codec
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("c", range(5))
+def test_uniform_map_equals_the_slim_sub_model(nets, c):
+    _, net = nets
+    x = _x()
+    tiled = net(x, tcm=torch.full((2, 2, 3), c))["x_hat"]
+    assert (tiled - net(x, capacity=c)["x_hat"]).abs().max() < 1e-5
+
+
+def _masked(seq, x, tcm, block, stride_in):
+    """Reference for a mixed map: every layer runs densely at every capacity on the whole map,
+    and each block keeps its own capacity's output (what tiles compute, without tiles)."""
+    stride = stride_in
+    units = seq.units()
+    for j, (conv, gdn) in enumerate(units):
+        t = isinstance(conv, SlimConvTranspose2d)
+        stride = stride // conv.stride[0] if t else stride * conv.stride[0]
+        out = None
+        for c in range(len(seq.widths)):
+            cin = x.shape[1] if j == 0 else seq.widths[c]
+            y = conv(x[:, :cin], None if j == len(units) - 1 else seq.widths[c])
+            if gdn is not None:
+                y = gdn(y, c)
+            y = F.pad(y, (0, 0, 0, 0, 0, conv.out_channels - y.shape[1]))
+            mask = (tcm == c).float().repeat_interleave(block // stride, 1).repeat_interleave(block // stride, 2)
+            out = y * mask[:, None] if out is None else out + y * mask[:, None]
+        x = out
+    return x
+
+
+@torch.no_grad()
+def test_tiles_of_a_mixed_map_equal_the_masked_reference(nets):
+    _, net = nets
+    x = _x(h=192, w=256)
+    tcm = torch.randint(0, 5, (2, 3, 4), generator=torch.Generator().manual_seed(3))
+    y = net.analysis(x, tcm=tcm)
+    assert (y - _masked(net.g_a, x, tcm, 64, 1)).abs().max() < 1e-5
+    assert (net.synthesis(y, tcm=tcm) - _masked(net.g_s, y, tcm, 64, 16)).abs().max() < 1e-5
+
+
+@torch.no_grad()
+def test_border_effect_stays_within_the_neighbouring_blocks(nets):
+    """A block whose neighbours all share its capacity decodes as that capacity's sub-model would:
+    the paper's border effect (narrower neighbours' missing channels) reaches at most one block."""
+    _, net = nets
+    y = net.g_a(_x(n=1, h=320, w=320))
+    tcm = torch.full((1, 5, 5), 1)
+    tcm[0, 0, 0] = 4                      # one differing block in a corner
+    mixed = net.synthesis(y, tcm=tcm)
+    uniform = net.g_s(y, 1)
+    diff = (mixed - uniform).abs().amax(1)[0]
+    assert diff[128:, :].max() < 1e-5 and diff[:, 128:].max() < 1e-5   # two blocks away: exact
+    assert diff[:64, :64].max() > 1e-3                                   # the differing block differs
+
+
+@torch.no_grad()
+def test_mixed_capacity_bitstream_round_trips_and_pays_for_its_map(nets):
+    _, net = nets
+    net.update(force=True)
+    x = _x(n=1)
+    tcm = torch.tensor([[[0, 4, 2], [1, 3, 0]]])
+    enc = net.compress(x, tcm=tcm)
+    assert len(enc["strings"]) == 3 and len(enc["strings"][2][0]) == slimmable.tcm_bytes((2, 3))
+    dec = net.decompress(enc["strings"], enc["shape"])
+    ref = net(x, tcm=tcm)["x_hat"].clamp(0, 1)
+    assert (dec["x_hat"] - ref).abs().max() < 1e-4
+    routed = slimmable.Routed(net, uniform_router(2, 64))
+    enc = routed.compress(x)
+    assert (routed.decompress(enc["strings"], enc["shape"])["x_hat"] - net(x, capacity=2)["x_hat"].clamp(0, 1)).abs().max() < 1e-4
+
+
+def test_capacity_map_packs_three_bits_a_block():
+    tcm = torch.tensor([[0, 1, 2, 3, 4], [4, 3, 2, 1, 0]])
+    data = slimmable.pack_tcm(tcm)
+    assert len(data) == 4  # 10 blocks x 3 bits = 30 bits
+    assert torch.equal(slimmable.unpack_tcm(data, (2, 5)), tcm)
+
+
+@pytest.mark.parametrize("tcm, x, message", [
+    (torch.zeros(1, 3, 3, dtype=torch.long), _x(n=1), r"must be \(1, 2, 3\)"),
+    (torch.full((1, 2, 3), 5), _x(n=1), "capacities 0..4"),
+    (torch.zeros(1, 1, 1, dtype=torch.long), _x(n=1, h=32, w=32), "smaller than one 64x64 block"),
+    (torch.zeros(1, 1, 1, dtype=torch.long), _x(n=1, h=96, w=64), "whole number of 64x64 blocks"),
+])
+def test_bad_capacity_maps_say_what_fits(nets, tcm, x, message):
+    _, net = nets
+    with pytest.raises(ValueError, match=message):
+        net.compress(x, tcm=tcm)
+
+
+def test_unknown_capacity_is_a_clear_error(nets):
+    _, net = nets
+    with pytest.raises(ValueError, match="C1..C5"):
+        net(_x(n=1), capacity=7)
+
+
+def test_jumc_picks_the_narrowest_admissible_capacity():
+    # costs for capacities C1..C5 of four blocks (bpp units), ε = 0.02
+    costs = torch.tensor([[1.10, 1.00, 1.015, 1.50],   # C1
+                          [1.01, 1.00, 1.030, 1.30],   # C2
+                          [1.01, 1.00, 1.000, 1.10],   # C3
+                          [1.00, 1.00, 1.000, 1.02],   # C4
+                          [1.00, 1.00, 1.000, 1.00]])  # C5
+    labels = tao.jumc(costs, 0.02)
+    # block 0: C1 too costly, C2..C5 fine -> C2; block 1: all equal -> C1;
+    # block 2: C1 within ε but C2 is not -> C3 (every wider capacity must be admissible); block 3: C4
+    assert labels.tolist() == [1, 0, 2, 3]
+    assert tao.jumc(costs, 0.0).tolist() == [3, 0, 2, 4]
+    assert tao.delta_costs(costs).shape == (4, 4)
+    with pytest.raises(ValueError, match="ε"):
+        tao.jumc(costs, -1)
+
+
+def test_picture_level_labels_use_the_mean_cost():
+    costs = torch.zeros(5, 1, 2, 2)
+    costs[0, 0, 0, 0] = 1.0  # one expensive block: the mean ΔCost of C1 is 0.25 > ε
+    assert tao.picture_labels(costs, 0.02).tolist() == [1]
+    assert tao.jumc(costs, 0.02)[0].tolist() == [[1, 0], [0, 0]]
+
+
+@torch.no_grad()
+def test_block_costs_add_up_to_the_picture_loss(nets):
+    _, net = nets
+    x = _x(n=1)
+    costs = tao.block_costs(net, x, 0.01)
+    out = net(x, capacity=4)
+    bits = sum(-torch.log2(v.clamp_min(1e-9)).sum() for v in out["likelihoods"].values())
+    mse = ((out["x_hat"].clamp(0, 1) - x) ** 2).mean()
+    assert costs.shape == (5, 1, 2, 3)
+    assert abs(costs[4].mean() - (bits / x[0, 0].numel() + 0.01 * 255 ** 2 * mse)) < 1e-3
+
+
+def test_agents_predict_one_capacity_per_block():
+    x = _x(n=2, h=256, w=192)
+    for agent in (agents.teacher(), agents.teacher(input_scale=0.5), agents.student()):
+        out = agent.eval()(x)
+        assert out["logits"].shape == (2, 5, 4, 3)
+        assert agent.predict(x).shape == (2, 4, 3)
+    assert agents.teacher()(x)["delta"].shape == (2, 4, 4, 3)
+    assert "delta" not in agents.student()(x)
+
+
+def test_agents_learn_a_simple_labelling():
+    """Flat patches get C1, textured ones C5: a teacher learns it from costs alone."""
+    torch.manual_seed(0)
+    n = 64
+    x = torch.full((n, 3, 64, 64), 0.5)
+    x[n // 2:] = torch.rand(n // 2, 3, 64, 64)
+    costs = torch.zeros(5, n, 1, 1)
+    costs[:4, n // 2:] = 1.0                      # textured: every narrower capacity costs 1 bpp more
+    labels = {"x": (x * 255).to(torch.uint8), "costs": costs}
+    agent = tao.train_agent(agents.teacher(), labels, 0.02, steps=60, batch=16, lr=3e-3, progress=False)
+    assert tao.agent_scores(agent, labels)["accuracy"] > 0.9
+
+
+def test_supernet_loss_covers_the_capacities_it_names(nets):
+    _, net = nets
+    x = _x(n=1, h=64, w=64)
+    net.train()
+    try:
+        terms = tao.SlimHook(0.01, 5, sandwich=False).loss(net, None, x)
+        assert set(terms) == {"rd_C1", "rd_C2", "rd_C3", "rd_C4"}
+        torch.manual_seed(0)
+        picks = [tuple(tao.SlimHook(0.01, 5, sandwich=True).capacities()) for _ in range(30)]
+        assert all(p[0] == 0 and 1 <= p[1] <= 3 for p in picks) and len({p[1] for p in picks}) == 3
+        terms["rd_C1"].backward()  # the narrow loss reaches the shared weights
+        assert net.g_s[0].weight.grad is not None and net.g_s[0].weight.grad[:, :slimmable.capacities(16)[0]].abs().sum() > 0
+    finally:
+        net.zero_grad(set_to_none=True)
+        net.eval()
