@@ -5,8 +5,10 @@ Modules (one idea each): ``scales`` (smoke/cpu/paper), ``data`` (images and data
 ``surgery`` (channel removal, resizing to saved widths), ``precision`` (the fastest training loop
 on this CPU), ``train`` (the one training loop), ``evaluate`` (the one evaluation path),
 ``classical`` (JPEG/WebP with Pillow), ``report`` (paper-vs-ours tables, RD figures, results
-files), ``claims`` (the verdict contract), ``params`` (every chapter's parameters, checked) and
-``book`` (papermill runs of the chapters); one module per paper: ``liao``, ``luo``, ``yin``; new
+files, tables for people), ``claims`` (the verdict contract), ``params`` (every chapter's
+parameters, checked), ``store`` (where chapters keep their trained models), ``quantize`` (int8
+three ways), ``book`` (papermill runs of the chapters) and ``browser`` (the built book read in
+headless Chromium); one module per paper: ``liao``, ``luo``, ``yin``, ``yu``, ``tao``; new
 architectures in ``models``.
 """
 import warnings

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from pytorch_msssim import ms_ssim as _ms_ssim
+from pytorch_msssim import ssim as _ssim
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
@@ -50,6 +51,12 @@ def ms_ssim(a: torch.Tensor, b: torch.Tensor) -> float:
     if min(a.shape[-2:]) <= 160:
         raise ValueError(f"MS-SSIM needs both sides > 160 px, got {tuple(a.shape[-2:])}")
     return _ms_ssim(quantize8(a).float(), quantize8(b).float(), data_range=255.0).item()
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Single-scale SSIM (11x11 Gaussian window, σ 1.5) of two NCHW [0,1] images after 8-bit
+    rounding: the metric Yu et al. report."""
+    return _ssim(quantize8(a).float(), quantize8(b).float(), data_range=255.0).item()
 
 
 def bpp_from_likelihoods(likelihoods: dict, num_pixels: int) -> float:
@@ -104,6 +111,7 @@ def evaluate_image(model, img8: np.ndarray, real=True, repeats=1, msssim=True) -
         row.update(bpp=row["bpp_est"], psnr=row["psnr_forward"])
     if msssim:
         row["ms_ssim"] = ms_ssim(x_dec, x)
+        row["ssim"] = ssim(x_dec, x)
     return row
 
 

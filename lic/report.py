@@ -114,6 +114,96 @@ def side_by_side(paper: pd.DataFrame, ours: pd.DataFrame, on, suffixes=(" (paper
     return paper.merge(ours, on=on, how="outer", suffixes=suffixes)
 
 
+def pct(value, digits=1, missing="n/a (curves overlap < 75 %)") -> str:
+    """A signed percentage for prose ("+1.2 %"); a missing or NaN value reads as ``missing``
+    (BD-rate is NaN where two curves overlap too little), never as "nan"."""
+    if value is None or not math.isfinite(float(value)):
+        return missing
+    return f"{float(value):+.{digits}f} %"
+
+
+def _decimals(values) -> int:
+    """Decimals that show a column's values sensibly: fewer as magnitudes grow."""
+    v = np.abs(np.asarray([x for x in values if isinstance(x, (int, float)) and math.isfinite(x)], dtype=float))
+    if v.size == 0:
+        return 2
+    big = np.median(v[v > 0]) if (v > 0).any() else 0
+    return 0 if big >= 1000 else 1 if big >= 100 else 2 if big >= 1 else 3 if big >= 0.01 else 4
+
+
+def table(df: pd.DataFrame, decimals=None, rename=None, max_rows=24, caption=None):
+    """A results table for people: no index column, headers in words (``_`` → space, ``rename``
+    first), numbers with sensible decimals per column (or ``decimals``: int or {column: int}),
+    thousands separated, "–" for a missing value; a table longer than ``max_rows`` shows its first
+    rows and folds the rest behind a "show all" toggle. Returns an object the notebook displays."""
+    from IPython.display import HTML
+
+    d = df.reset_index(drop=isinstance(df.index, pd.RangeIndex))  # a meaningful index becomes a column
+    if isinstance(d.columns, pd.MultiIndex):
+        d.columns = [" ".join(str(x) for x in c if str(x)) for c in d.columns]
+    d = d.rename(columns=rename or {})
+    given = [str(c) for c in d.columns]
+    d.columns = [c.replace("_", " ") for c in given]
+    fmt = {}
+    for orig, c in zip(given, d.columns):
+        col = d[c]
+        if pd.api.types.is_bool_dtype(col) or not pd.api.types.is_numeric_dtype(col):
+            continue
+        k = (decimals.get(orig, decimals.get(c)) if isinstance(decimals, dict) else decimals)
+        k = _decimals(col.tolist()) if k is None else k
+        fmt[c] = f"{{:,.{k}f}}"
+
+    def render(frame):
+        sty = frame.style.hide(axis="index").format(fmt, na_rep="–")
+        if caption:
+            sty = sty.set_caption(caption)
+        return sty.to_html()
+
+    if len(d) <= max_rows:
+        return HTML(render(d))
+    head = render(d.head(max_rows))
+    return HTML(f"{head}<details><summary>show all {len(d)} rows</summary>{render(d)}</details>")
+
+
+COLUMN_INCHES = 7.2  # the book's content column (~740 px at 100 dpi): a figure this wide renders at its own size
+_NAMED = ("bmshj2018-hyperprior", "mbt2018-mean", "mbt2018", "cheng2020-attn",  # our architectures
+          "rnn", "hific", "E", "D", "G", "P",                                    # Yu's codecs, components
+          "ecg+bm", "bm", "vbr", "zoo", "int8", "float")
+
+
+def color_of(key: str):
+    """One colour per thing across every panel and chapter: our architectures, codecs, components,
+    variants first (fixed), anything else from a stable hash of its name."""
+    import zlib
+
+    import seaborn as sns
+
+    palette = sns.color_palette("tab10", 10) + sns.color_palette("Dark2", 8)
+    if key in _NAMED:
+        return palette[_NAMED.index(key) % len(palette)]
+    return palette[zlib.crc32(key.encode()) % len(palette)]
+
+
+def style() -> None:
+    """The book's figure style: seaborn whitegrid, 9-10 pt text, figures drawn at the column width
+    (:func:`figure`) so that text renders at the size it was set in."""
+    import matplotlib as mpl
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="paper",
+                  rc={"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
+                      "xtick.labelsize": 8, "ytick.labelsize": 8, "figure.dpi": 100, "savefig.dpi": 100})
+    mpl.rcParams["figure.figsize"] = (COLUMN_INCHES, 3.6)
+
+
+def figure(ncols=1, nrows=1, height=None, **kwargs):
+    """``plt.subplots`` at the column width (3.4 in per row unless ``height``), in the book's style."""
+    import matplotlib.pyplot as plt
+
+    style()
+    return plt.subplots(nrows, ncols, figsize=(COLUMN_INCHES, height or 3.4 * nrows), squeeze=False, **kwargs)
+
+
 def rd_plot(curves, ax=None, metric="psnr", title=None, xlim=None, legend="inside"):
     """Draw rate–distortion curves.
 
@@ -128,10 +218,14 @@ def rd_plot(curves, ax=None, metric="psnr", title=None, xlim=None, legend="insid
     sns.set_theme(style="whitegrid", context="notebook")
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4.5))
-    palette = sns.color_palette("tab10", n_colors=max(len(curves), 3))
-    style = {"ours": dict(ls="-", marker="o"), "published": dict(ls="--", marker="", alpha=0.8),
+    style = {"ours": dict(ls="-", marker="o"), "published": dict(ls="--", marker="", alpha=0.9),
              "classical (ours)": dict(ls=":", marker="s", ms=4)}
-    for color, c in zip(palette, curves):
+    ours = iter(sns.color_palette("tab10", n_colors=10))
+    greys = iter(sns.color_palette("Greys_r", n_colors=max(3, sum(c.get("kind") == "published" for c in curves) + 2)))
+    for c in curves:
+        # a thing keeps its colour across panels and chapters (color_of); published curves are grey
+        color = c.get("color") or (color_of(c["key"]) if "key" in c else
+                                   next(greys) if c.get("kind") == "published" else next(ours))
         order = np.argsort(c["bpp"])
         ys = np.asarray(c[metric], dtype=float)[order]
         ax.plot(np.asarray(c["bpp"])[order], ys, color=color, label=c["name"],

@@ -52,6 +52,12 @@ class Scale:
     slim_lambdas: tuple = ()       # the quality levels that get a supernet (zoo λ)
     label_crops: int = 0           # training patches with JUMC labels for the routing agents (Tao)
     agent_steps: int = 0           # routing-agent training steps
+    rnn_width: float = 1.0         # Toderici's RNN codec: fraction of the reference widths (Yu)
+    rnn_iterations: int = 16       # its iterations in training (0.125 bpp each)
+    rnn_steps: int = 0             # its training steps (64x64 crops, batch 8)
+    hific_width: float = 1.0       # the HiFiC-style codec: fraction of the reference widths (Yu)
+    hific_steps: int = 0           # its rate-distortion warm-up steps
+    hific_gan_steps: int = 0       # its GAN-stage steps, from the warm-up model
     arch_steps: tuple = ()      # ((arch, steps, finetune_steps), ...): per-architecture schedules
 
     def schedule(self, arch: str) -> tuple:
@@ -80,6 +86,7 @@ SCALES = {
         eval_every=40, test_limit=2, test_crop=(192, 256), timing_repeats=1,
         prune_finetune_steps=10, estimate_iters=5, resrep_steps=20, vr_steps=40, vr_lr=1e-3,
         slim_steps=20, slim_lr=1e-3, slim_lambdas=(0.0067, 0.0250), label_crops=16, agent_steps=10,
+        rnn_width=1 / 16, rnn_iterations=4, rnn_steps=20, hific_width=1 / 16, hific_steps=20, hific_gan_steps=10,
     ),
     "cpu": Scale(
         name="cpu", N=64, M=96, lambdas=(0.0035, 0.0067, 0.0130, 0.0250), train_set="bsds500",
@@ -88,6 +95,7 @@ SCALES = {
         prune_finetune_steps=1000, estimate_iters=50, resrep_steps=3000, vr_steps=20000,
         slim_steps=3000, slim_lambdas=(0.0035, 0.0067, 0.0130, 0.0250),
         label_crops=2400, agent_steps=1500,
+        rnn_width=0.25, rnn_iterations=4, rnn_steps=8000, hific_width=0.2, hific_steps=8000, hific_gan_steps=2000,
         # cheng2020-attn steps ~4.5x slower; its 30k + 8k-step family already beats WebP
         arch_steps=(("cheng2020-attn", 30000, 8000),),
     ),
@@ -97,6 +105,8 @@ SCALES = {
         timing_repeats=5, prune_finetune_steps=20000, estimate_iters=100, resrep_steps=30000,
         vr_steps=200000, vr_lr=1e-4, slim_steps=1600000, slim_lambdas=(0.0035, 0.0067, 0.0130, 0.0250),
         label_crops=20000, agent_steps=50000,
+        rnn_width=1.0, rnn_iterations=16, rnn_steps=200000, hific_width=1.0, hific_steps=1000000,
+        hific_gan_steps=1000000,
     ),
 }
 

@@ -90,7 +90,9 @@ def rd_loss(out, x, lmbda):
     hyper path under a frozen main path, :class:`lic.luo.RatePath`): the loss is the rate alone.
     A variable-rate model returns its own λ per image (``out["lmbda"]``, e.g.
     :class:`lic.models.gated.VariableRate`): each image's R + λ·255²·D is weighed by it, and
-    ``lmbda`` is ignored; the loss is the mean over images.
+    ``lmbda`` is ignored; the loss is the mean over images. A codec with its own distortion
+    (Toderici's RNN codec: mean L1 of the residual over iterations, :mod:`lic.models.rnn`) returns
+    it per image as ``out["distortion"]``; it replaces λ·255²·MSE (``mse`` is still reported).
     """
     n, _, h, w = x.shape
     bits = torch.stack([torch.log(lik.float()).flatten(1).sum(1) for lik in out["likelihoods"].values()]).sum(0)
@@ -100,7 +102,8 @@ def rd_loss(out, x, lmbda):
     else:
         mse_i = ((out["x_hat"].float() - x.float()) ** 2).flatten(1).mean(1)
     lam = out["lmbda"].to(bpp_i) if out.get("lmbda") is not None else lmbda
-    return {"bpp": bpp_i.mean(), "mse": mse_i.mean(), "loss": (bpp_i + lam * 255 ** 2 * mse_i).mean()}
+    d_i = lam * 255 ** 2 * mse_i if out.get("distortion") is None else out["distortion"].float()
+    return {"bpp": bpp_i.mean(), "mse": mse_i.mean(), "loss": (bpp_i + d_i).mean()}
 
 
 @contextlib.contextmanager

@@ -13,6 +13,11 @@ def is_coder_table(key: str) -> bool:
     return key.rsplit(".", 1)[-1] in CODER_TABLES
 
 
+def is_entropy(key: str) -> bool:
+    """Entropy-model parameters: stored in fp32 even in fp16 checkpoints."""
+    return "entropy_bottleneck" in key or "gaussian_conditional" in key
+
+
 def fingerprint(model, length: int = 12) -> str:
     """A short hash of ``model``'s weights and buffers (coder tables excluded). Chapters keep their
     resumable runs and cached measurements under it, so a retrained model never reuses another

@@ -284,8 +284,13 @@ def image_macs(view: AtLambda, images) -> dict:
     return {"macs": sum(conv) / len(conv), "gate_macs": sum(over) / len(over)}
 
 
-def sweep_lambdas(scale: Scale, n: int) -> list:
-    """``n`` λ log-spaced over the trained range, both ends included."""
+SWEEP_POINTS = 12          # λ of the continuous-rate curves (4 at smoke: CI's minutes go elsewhere)
+
+
+def sweep_lambdas(scale: Scale, n=None) -> list:
+    """``n`` λ (default :data:`SWEEP_POINTS`, 4 at smoke) log-spaced over the trained range, both
+    ends included."""
+    n = n or (4 if scale.name == "smoke" else SWEEP_POINTS)
     lo, hi = (math.log(v) for v in lmbda_range(scale))
     return [math.exp(lo + (hi - lo) * i / (n - 1)) for i in range(n)]
 

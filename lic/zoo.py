@@ -31,7 +31,7 @@ from .precision import PRECISIONS
 from .scales import ARCHS, PAPER_QUALITY, SCALES, Scale, check_choice, get_scale
 from .surgery import channel_config, resize_to
 from .train import TrainConfig, train
-from .weights import CODER_TABLES, fingerprint  # noqa: F401 - part of this module's interface
+from .weights import CODER_TABLES, fingerprint, is_entropy  # noqa: F401 - part of this module's interface
 
 CLASSES = {
     "bmshj2018-hyperprior": ScaleHyperprior,
@@ -84,9 +84,7 @@ def pretrained(arch: str, lmbda: float, metric: str = "mse"):
 # checkpoints
 
 
-def _is_entropy(key: str) -> bool:
-    """Entropy-model parameters: stored in fp32 even in fp16 checkpoints."""
-    return "entropy_bottleneck" in key or "gaussian_conditional" in key
+_is_entropy = is_entropy  # entropy-model parameters stay fp32 in fp16 checkpoints
 
 
 def save(model, path, arch: str, widths: dict, meta=None, half=False) -> str:

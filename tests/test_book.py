@@ -91,3 +91,19 @@ def test_tidy_drops_progress_bars_but_keeps_other_stderr(tmp_path):
     # the page starts with the story: parameters and their check removed, other code folded
     assert [c.metadata["tags"] for c in cells] == [["parameters", "remove-cell"], ["remove-cell"], ["hide-input"]]
     assert book.tidy(path) == 0
+
+
+def test_status_page_reads_in_hours_and_counts_the_rebuild(tmp_path, monkeypatch):
+    monkeypatch.setattr(book, "book_root", lambda scale: tmp_path)
+    log = book.runs_log("cpu")
+    log.parent.mkdir(parents=True)
+    log.write_text(json.dumps({"00_baselines": {"wall_seconds": 3 * 3600 + 7 * 60 + 20, "ok": True, "date": "d",
+                                                "cpu": "AMD EPYC (family 25, model 1), AVX2", "threads": 2,
+                                                "torch": "t", "compressai": "c"}}))
+    page = book.write_status("cpu", pending=["04_yu"]).read_text()
+    assert "| 00_baselines | yes | 3:07 | d | AMD EPYC (family 25, model 1), AVX2 | 2 |" in page
+    assert "python -m lic.book run 04_yu --scale cpu" in page
+    train = book.training_seconds("cpu")  # the committed manifests: the zoo's 16 models at least
+    assert train["the zoo (base models)"] > 3600
+    assert f"**{book.hm(sum(train.values()) + 3 * 3600 + 7 * 60 + 20)}**" in page
+    assert [book.hm(s) for s in (0, 59, 60 * 61, 7200)] == ["0:00", "0:01", "1:01", "2:00"]

@@ -1,0 +1,47 @@
+"""Tables and figures for people: the shared helpers every chapter uses."""
+import math
+
+import numpy as np
+import pandas as pd
+
+from lic import report
+
+
+def test_table_hides_the_index_formats_numbers_and_marks_gaps():
+    d = pd.DataFrame({"arch": ["a", "b"], "psnr_db": [31.1234, 30.5], "bytes": [17545.666, 1234567.0],
+                      "bpp": [0.51234, np.nan]}, index=[7, 8])
+    html = report.table(d).data
+    assert ">7<" not in html and ">8<" not in html          # no index column
+    assert "psnr db" in html and "psnr_db" not in html      # headers in words
+    assert "31.12" in html and "31.1234" not in html        # decimals by magnitude
+    assert "1,234,567" in html and "17,546" in html         # thousands separated, no false precision
+    assert "0.512" in html and "–" in html                  # small values keep 3 decimals; NaN is a dash
+    assert "nan" not in html.lower()
+
+
+def test_long_tables_fold_behind_a_toggle():
+    d = pd.DataFrame({"x": range(30)})
+    html = report.table(d, max_rows=10).data
+    assert "<details><summary>show all 30 rows</summary>" in html
+    short = report.table(d.head(5), max_rows=10).data
+    assert "<details>" not in short
+
+
+def test_a_thing_keeps_its_colour():
+    assert report.color_of("mbt2018-mean") == report.color_of("mbt2018-mean")
+    assert report.color_of("bmshj2018-hyperprior") != report.color_of("mbt2018-mean")
+    assert report.color_of("some variant") == report.color_of("some variant")  # hashed, stable
+
+
+def test_figures_are_drawn_at_the_column_width():
+    fig, axes = report.figure(2, 1)
+    w, h = fig.get_size_inches()
+    assert math.isclose(w, report.COLUMN_INCHES) and axes.shape == (1, 2)
+
+
+def test_a_meaningful_index_becomes_a_column():
+    d = pd.DataFrame({"arch": ["a", "a", "b"], "q": [1, 2, 1], "v": [0.5, 0.6, 0.7]})
+    html = report.table(d.pivot(index="arch", columns="q", values="v")).data
+    assert ">arch<" in html and ">a<" in html and ">b<" in html
+    html = report.table(d.pivot(index="arch", columns="q", values=["v"])).data  # two header levels
+    assert "v 1" in html and "v 2" in html
