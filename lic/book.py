@@ -240,6 +240,9 @@ def write_chapters(scale: str, pending=()) -> Path:
     for i, (name, (paper, method)) in enumerate(PAPER_CHAPTERS.items(), 1):
         where = f"{{doc}}`{name}`" if name not in pending else f"`{name}`, not yet run at this scale"
         lines.append(f"| {i} | {paper} ({where}) | {method} |")
+    syn = "{doc}`06_synthesis`" if "06_synthesis" not in pending else "`06_synthesis` (not yet run at this scale)"
+    lines += ["", f"Across the papers, {syn} measures every chapter's models on the same base models and the "
+              "same CPU, in one timing run, and says which method to use."]
     path = book_root(scale) / "book" / "chapters.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
@@ -338,6 +341,12 @@ def plan(name: str, scale: str, parameters=None) -> list:
                         f"{', '.join(miss)}" if miss else ""))
         agents = [k for k in m if k.startswith("agent-")]
         lines.append(f"  routing agents: {len(agents)} recorded (trained in the chapter, minutes each)")
+    if name == "06_synthesis":
+        from . import synthesis
+
+        found, missing = synthesis.collect(S, p.chapters)
+        lines.append(f"  operating points: {len(found)} registered"
+                     + "".join(f"; none from {ch} (`{cmd}`)" for ch, cmd in missing.items()))
     runs = zoo.runs_dir(S)
     states = sorted((runs / name).rglob("*.state.pt")) if (runs / name).exists() else []
     cached = len(list((runs / "measured").glob("*.json"))) if (runs / "measured").exists() else 0

@@ -20,6 +20,7 @@ import urllib.parse
 from pathlib import Path
 
 WIDTH, HEIGHT = 1280, 900
+LOAD_SECONDS = 60  # a page not loaded within this is a problem a reader would see
 INSTALL = "apt-get install chromium chromium-driver && pip install selenium"
 
 # one script per page: everything the checks need, measured by the browser itself
@@ -138,15 +139,30 @@ def problems_of(probe: dict, page: str, base: str, root: Path) -> list:
     return out
 
 
+def _wait_until_loaded(browser, seconds: float = LOAD_SECONDS) -> None:
+    """Wait for ``document.readyState == 'complete'``: on a busy machine ``get`` can return while the
+    page is still loading (seen once in CI on 04_yu). A page still loading after ``seconds`` is
+    reported by :func:`problems_of`, not raised here."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        WebDriverWait(browser, seconds, poll_frequency=0.2).until(
+            lambda d: d.execute_script("return document.readyState") == "complete")
+    except TimeoutException:
+        pass
+
+
 def check_book(html_root, only=None) -> dict:
     """{page: [problems]} for every page of the built book at ``html_root`` (or those in ``only``)."""
     root = Path(html_root)
     todo = [p for p in pages(root) if only is None or p in only]
     results = {}
     with serve(root) as base, chromium() as browser:
-        browser.set_page_load_timeout(60)
+        browser.set_page_load_timeout(LOAD_SECONDS)
         for page in todo:
             browser.get(base + page)
+            _wait_until_loaded(browser)
             probe = browser.execute_script(_PROBE)
             results[page] = problems_of(probe, page, base, root)
     return results

@@ -220,7 +220,7 @@ def prune_decoder(model, ratio: float, scores: dict) -> dict:
 
 
 def sweep(base, lmbda: float, criteria: dict, ratios, x0, data, images, scale, run_dir,
-          finetune_steps: int, y_time: torch.Tensor, progress=True) -> list:
+          finetune_steps: int, y_time: torch.Tensor, progress=True, keep=None) -> list:
     """The chapter's experiment for one base model: for every criterion and ratio, prune a copy,
     measure it before fine-tuning (forward pass), fine-tune g_s only (encoder and entropy models
     frozen: the bitstream does not change), and measure it again with real bitstreams.
@@ -228,7 +228,8 @@ def sweep(base, lmbda: float, criteria: dict, ratios, x0, data, images, scale, r
     Fine-tuning runs resume from ``run_dir``/<base model's fingerprint> (pruning is deterministic,
     so a rerun rebuilds the same architecture and loads its state). Encode, decode and g_s times
     of all the models come from one interleaved run after the sweep (:func:`time_interleaved`),
-    so machine noise hits every variant alike. Returns one row per (criterion, ratio), plus r = 0.
+    so machine noise hits every variant alike. Returns one row per (criterion, ratio), plus r = 0;
+    ``keep`` (a dict), when given, receives the models: {(criterion, ratio): model}.
     """
     import copy
     from pathlib import Path
@@ -270,7 +271,23 @@ def sweep(base, lmbda: float, criteria: dict, ratios, x0, data, images, scale, r
     times = time_interleaved(models, images[:3], y_time, scale.timing_repeats)
     for row in rows:
         row.update(times[(row["criterion"], row["ratio"])])
+    if keep is not None:
+        keep.update(models)
     return rows
+
+
+def register_points(runs: list, arch: str, scale, criterion="activation range") -> list:
+    """The chapter's operating points for 06_synthesis: the decoder pruned by ``criterion`` at every
+    r, for every (models from :func:`sweep`'s ``keep``, zoo base model, λ) in ``runs``; each is
+    stored as its g_s changes on the zoo model."""
+    from . import points
+
+    return points.publish("01_liao", scale, [
+        points.register("01_liao", scale, m, method="Liao (decoder pruning)", arch=arch, lmbda=lmbda,
+                        variant=f"r={ratio:.2f}", base=base, rebuild="lic.zoo:get",
+                        spec={"arch": arch, "lmbda": lmbda, "train_missing": False},
+                        meta={"criterion": name, "ratio": ratio})
+        for models, base, lmbda in runs for (name, ratio), m in models.items() if name == criterion])
 
 
 @torch.no_grad()
@@ -308,6 +325,26 @@ def timing_latent(model, img8) -> torch.Tensor:
 # verdicts
 
 QUALITY_TOL_DB = 0.1  # what we call "the same PSNR loss as the paper's"
+
+
+def derive(rows):
+    """The sweep's rows as a table with, per λ against its unpruned model: PSNR decay per million
+    decoder parameters removed, MAC reduction (768x512), g_s and full-decode speed-ups, and the
+    speed-up each MAC reduction buys (1 = time falls as fast as MACs)."""
+    import numpy as np
+    import pandas as pd
+
+    res = pd.DataFrame(rows)
+    for _, grp in res.groupby("lambda"):
+        ref = grp[grp.criterion == "unpruned"].iloc[0]
+        idx = grp.index
+        res.loc[idx, "psnr_decay_db_per_M"] = (grp.psnr - ref.psnr) / ((ref.decoder_params - grp.decoder_params) / 1e6)
+        res.loc[idx, "mac_reduction"] = ref.macs_768x512 / grp.macs_768x512
+        res.loc[idx, "gs_speedup"] = ref.gs_seconds / grp.gs_seconds
+        res.loc[idx, "decode_speedup"] = ref.decode_ms / grp.decode_ms
+    res.loc[res.criterion == "unpruned", "psnr_decay_db_per_M"] = np.nan
+    res["speedup_per_mac_reduction"] = res.gs_speedup / res.mac_reduction
+    return res
 
 
 def claims_for(rows, lambdas, paper) -> tuple:

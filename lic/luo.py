@@ -413,7 +413,8 @@ def _time_together(models: dict, rows: list, images, repeats: int) -> None:
 
 
 def experiment(base, arch: str, lmbda: float, data, images, scale, run_dir, steps: int,
-               finetune_steps: int, target=0.7, strength=1e-9, other_strengths=(), progress=True) -> list:
+               finetune_steps: int, target=0.7, strength=1e-9, other_strengths=(), progress=True,
+               keep=None) -> list:
     """The chapter's runs for one base model, each measured with real bitstreams on ``images``:
 
     - ``original``: the base model;
@@ -424,7 +425,8 @@ def experiment(base, arch: str, lmbda: float, data, images, scale, run_dir, step
     - ``original + training``: all channels, same budget (is a gain only the extra training?);
     - ``ERHP (β=…)``: ERHP again with each lasso strength in ``other_strengths`` (an ablation).
 
-    Encode and decode times of all of them come from one interleaved run at the end.
+    Encode and decode times of all of them come from one interleaved run at the end. ``keep`` (a
+    dict), when given, receives the models: {(arch, λ, variant): model}.
     """
     from .evaluate import evaluate
     from .zoo import fingerprint
@@ -463,7 +465,21 @@ def experiment(base, arch: str, lmbda: float, data, images, scale, run_dir, step
         models[variant] = m
         done[key] = rows[-1]
     _time_together(models, rows, images[:3], scale.timing_repeats)
+    if keep is not None:
+        keep.update({(arch, lmbda, v): m for v, m in models.items()})
     return rows
+
+
+def register_points(models: dict, bases: dict, scale, variants=("ERHP",)) -> list:
+    """The chapter's operating points for 06_synthesis: ``variants`` of every (arch, λ) (``models``
+    from :func:`experiment`'s ``keep``, ``bases`` {(arch, λ): zoo model}), each stored as its hyper
+    path's changes on the zoo model."""
+    from . import points
+
+    return points.publish("02_luo", scale, [
+        points.register("02_luo", scale, m, method="ERHP (Luo)", arch=a, lmbda=lam, variant=v,
+                        base=bases[a, lam], rebuild="lic.zoo:get", spec={"arch": a, "lmbda": lam, "train_missing": False})
+        for (a, lam, v), m in models.items() if v in variants])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -522,3 +538,71 @@ def claims_for(res, share, paper1, paper2, papers_claims) -> list:
                     claims.share(sum(wins), len(wins)),
                     "ERHP's bpp must be at most the uniform path's at every (architecture, λ)", sec),
     ]
+
+
+def bd_rate(res, arch: str, variant: str, anchor: str = "original") -> float:
+    """BD-rate (%) of ``variant`` against ``anchor`` over the λ of ``arch`` in the rows ``res``."""
+    from .evaluate import bd
+
+    def curve(v):
+        return res[(res.arch == arch) & (res.variant == v)][["bpp", "psnr"]].to_dict("list")
+    return bd(curve(anchor), curve(variant))["bd_rate"]
+
+
+def findings(res, arch_list, betas, strength) -> tuple:
+    """What the chapter's prose says, from its rows: ({name: value to glue}, the per-architecture
+    verdict table). ``res`` has the derived columns (whole_reduction, bpp_change, psnr_change)."""
+    import numpy as np
+    import pandas as pd
+
+    from .report import pct
+
+    E = res[res.variant == "ERHP"]
+    U = res[res.variant == "uniform"].set_index(["arch", "lambda"])
+    C = res[res.variant == "original + training"].set_index(["arch", "lambda"])
+
+    def le_uniform(rows):
+        return sum(x.bpp <= U.loc[(x.arch, x["lambda"]), "bpp"] for _, x in rows.iterrows())
+
+    abl = {b: res[res.variant == f"ERHP (β={b:g})"] for b in betas}
+    abl_text = "; ".join(
+        f"β={b:g}: masked rows cut at norm ≤ {float(r.removed_norm_max.max()):.3f}, bpp "
+        f"{float(np.mean(r.bpp.values / E.bpp.values - 1)) * 100:+.2f} % vs ERHP at β={strength:g}, "
+        f"lower or equal bpp than the uniform hyper path in {le_uniform(r)} of {len(r)} cases, BD-rate vs original "
+        f"{', '.join(a + ' ' + pct(bd_rate(res, a, f'ERHP (β={b:g})'), 2) for a in arch_list)}"
+        for b, r in abl.items()) or "not run"
+    control_beats = all(bd_rate(res, a, "original + training") <= bd_rate(res, a, "ERHP") for a in arch_list)
+    equal = (E.bpp_change * 100 <= TOL_BPP) & (E.psnr_change.abs() <= TOL_PSNR)
+
+    def per_arch(a):
+        e = E[E.arch == a]
+        eq = (e.bpp_change * 100 <= TOL_BPP) & (e.psnr_change.abs() <= TOL_PSNR)
+        row = {"arch": a, "whole-model params removed (%)": f"{100 * e.whole_reduction.min():.1f}–{100 * e.whole_reduction.max():.1f}",
+               "bpp equal or lower": f"{int(eq.sum())} of {len(e)}",
+               "BD-rate ERHP (%)": bd_rate(res, a, "ERHP"), "BD-rate control (%)": bd_rate(res, a, "original + training"),
+               "BD-rate uniform (%)": bd_rate(res, a, "uniform"), "ERHP ≤ uniform": f"{le_uniform(e)} of {len(e)}"}
+        for b, r in abl.items():
+            r = r[r.arch == a]
+            row[f"BD-rate ERHP β={b:g} (%)"] = bd_rate(res, a, f"ERHP (β={b:g})")
+            row[f"ERHP β={b:g} ≤ uniform"] = f"{le_uniform(r)} of {len(r)}"
+        return row
+
+    glue = {
+        "control_text": ("ERHP does not beat it: where ERHP \"improves\" on the original, the extra training does it, "
+                         "not the pruning" if control_beats else "ERHP beats it: the pruning itself helps"),
+        "lasso_text": ("the lasso had not separated masked from kept rows, so the cut removed live channels and "
+                       "fine-tuning repaired it" if E.removed_norm_max.max() >= 0.5 * E.kept_norm_min.min() else
+                       "the lasso had shrunk the masked rows well below the kept ones before the cut"),
+        "abl_text": abl_text,
+        "control_bd": "; ".join(f"{a} {pct(bd_rate(res, a, 'original + training'), 2)}" for a in arch_list),
+        "uniform_bd": "; ".join(f"{a} {pct(bd_rate(res, a, 'uniform'), 2)}" for a in arch_list),
+        "n_equal": f"{int(equal.sum())} of {len(E)}",
+        "erhp_cut_norm": float(E.removed_norm_max.max()), "erhp_kept_norm": float(E.kept_norm_min.min()),
+        "red_min": float(E.whole_reduction.min() * 100), "red_max": float(E.whole_reduction.max() * 100),
+        "bpp_ch_max": float(E.bpp_change.max() * 100), "psnr_ch": float(E.psnr_change.abs().max()),
+        "vs_control": float(np.mean([r.bpp / C.loc[(r.arch, r["lambda"]), "bpp"] - 1 for _, r in E.iterrows()]) * 100),
+        "tol_bpp": TOL_BPP, "tol_psnr": TOL_PSNR, "wins": f"{le_uniform(E)} of {len(E)}",
+        "erhp_bd": ", ".join(f"{a} {pct(bd_rate(res, a, 'ERHP'), 2)}" for a in arch_list),
+        "archs_run": ", ".join(arch_list),
+    }
+    return glue, pd.DataFrame([per_arch(a) for a in arch_list])

@@ -187,6 +187,11 @@ def _yin_variants():
     return VARIANTS
 
 
+def _point_chapters():
+    from .synthesis import CHAPTERS
+    return CHAPTERS
+
+
 COMMON = {"scale": _scale, "data_root": text(), "seed": integer(0)}
 CHECKS = {
     "00_baselines": {**COMMON, "archs": names(ARCHS), "timed_images": integer(0), "speed_steps": integer(1)},
@@ -205,6 +210,8 @@ CHECKS = {
     "05_tao": {**COMMON, "lambdas": lambdas(), "epsilon": number(0), "eps_sweep": numbers(0),
                "blocks": numbers(16), "label_crops": integer(8, optional=True),
                "agent_steps": integer(1, optional=True), "timed_images": integer(1)},
+    "06_synthesis": {**COMMON, "chapters": names(_point_chapters), "timed_images": integer(1),
+                     "rate_budget": number(0, open_lo=True)},
 }
 
 

@@ -29,12 +29,17 @@ def read_manifest(chapter: str, scale) -> dict:
     return json.loads(p.read_text()) if p.exists() else {}
 
 
+def write_json(path, obj: dict) -> None:
+    """Write ``obj`` as sorted, indented JSON, atomically (a killed run never leaves half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
 def write_manifest(chapter: str, scale, manifest: dict) -> None:
-    p = models_dir(chapter, scale) / "manifest.json"
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, p)
+    write_json(models_dir(chapter, scale) / "manifest.json", manifest)
 
 
 class StoredModelError(RuntimeError):

@@ -513,6 +513,46 @@ def views(net: SlimMeanScale, lmbda: float, agent=None, eps: float = EPSILON) ->
     return out
 
 
+POINT_VIEWS = ("C1", "C2", "C3", "C4", "C5", "JUMC pred")  # what 06_synthesis compares
+
+
+def load_agent(kind: str, net: SlimMeanScale, lmbda: float, scale: Scale):
+    """The stored routing agent of ``kind`` for ``net`` (refused if it was trained on another supernet)."""
+    from .weights import fingerprint
+
+    name = agent_name(kind, lmbda)
+    entry = store.read_manifest(CHAPTER, scale).get(name)
+    hint = f"run the chapter: `python -m lic.book run {CHAPTER} --scale {scale.name}`"
+    if not entry:
+        raise zoo.CheckpointError(f"{name} is not trained at scale {scale.name}; {hint}")
+    if entry["key"]["supernet"] != fingerprint(net):
+        raise zoo.CheckpointError(f"{name} was trained on another supernet than the stored one; {hint}")
+    path = models_dir(scale) / entry["file"]
+    if lic_data.sha256(path) != entry["sha256"]:
+        raise zoo.CheckpointError(f"{path} is corrupt (sha256 does not match the manifest); {hint}")
+    agent = build_agent(kind, net.n_capacities, net.block)
+    agent.load_state_dict(torch.load(path, weights_only=True))
+    return agent.eval()
+
+
+def point_view(scale: Scale, lmbda: float, view: str, eps: float = EPSILON, root=None):
+    """One of :data:`POINT_VIEWS` of the stored supernet at ``lmbda`` (an operating point's rebuild)."""
+    net = get(scale, lmbda, root=root, train_missing=False)
+    agent = load_agent("student", net, lmbda, scale) if "pred" in view else None
+    return views(net, lmbda, agent, eps)[view]
+
+
+def register_points(lambdas, scale: Scale, eps: float = EPSILON) -> list:
+    """The chapter's operating points for 06_synthesis: every uniform capacity and the student
+    agent's map, at every quality level (rebuilt from the stored supernets and agents)."""
+    from . import points
+
+    return points.publish(CHAPTER, scale, [
+        points.register(CHAPTER, scale, method="AdaNIC (Tao)", arch=ARCH, lmbda=lam, variant=v,
+                        rebuild="lic.tao:point_view", spec={"lmbda": lam, "view": v, "eps": eps})
+        for lam in lambdas for v in POINT_VIEWS])
+
+
 def capacity_shares(view, images) -> list:
     """Share of blocks at each capacity over ``images`` (padded as the evaluation pads them)."""
     from .data import pad_to, to_tensor
@@ -604,6 +644,7 @@ def claims_for(t3, t5, t6, exact_diff: float, paper3, paper4, paper5, paper6, pa
     import pandas as pd
 
     from . import claims
+    from .report import pct
 
     t3 = pd.DataFrame(t3).set_index("method")
     p3 = paper3.set_index("method")
@@ -620,7 +661,7 @@ def claims_for(t3, t5, t6, exact_diff: float, paper3, paper4, paper5, paper6, pa
         return claims.make(
             f"tao-{key.lower().replace(' ', '-')}", f"routing by {key.replace('JUMC', 'JUMC labels').replace('pred', '(predicted)').replace('true', '(true)')} "
             "keeps BD-rate within 1 % of C5 and speeds the CPU codec up",
-            f"+{pb} % BD-rate, {ps} % CPU speed-up", f"{bd_:+.2f} % BD-rate, {sp:+.1f} % codec speed-up "
+            f"+{pb} % BD-rate, {ps} % CPU speed-up", f"{pct(bd_, 2, 'n/a')} BD-rate, {sp:+.1f} % codec speed-up "
             f"(encode {t3.loc[row, 'encode speed-up (%)']:+.1f} %, decode {t3.loc[row, 'decode speed-up (%)']:+.1f} %)",
             verdict, f"BD-rate ≤ 1 % and at least 90 % of the paper's {ps} % speed-up (partly: any speed-up); "
             "BD-rate needs at least two quality levels", sec)
@@ -633,7 +674,8 @@ def claims_for(t3, t5, t6, exact_diff: float, paper3, paper4, paper5, paper6, pa
     out.append(claims.make(
         "tao-uniform", "uniformly narrower capacities trade BD-rate for CPU speed",
         ", ".join(f"{c} +{p3.loc[c, 'bd_rate_kodak_pct']} % / {p3.loc[c, 'cpu_speedup_kodak_pct']} %" for c in rows),
-        ", ".join(f"{c} {t3.loc[c, 'BD-rate (%)']:+.1f} % / {t3.loc[c, speed]:+.1f} %" for c in rows),
+        ", ".join(f"{c} {pct(t3.loc[c, 'BD-rate (%)'], 1, 'BD-rate n/a (curves overlap < 75 %)')} / {t3.loc[c, speed]:+.1f} %"
+                  for c in rows),
         claims.share(met, len(rows)), "each capacity's codec speed-up must reach 90 % of the paper's", sec))
     if "picture-level pred" in t3.index and "JUMC pred" in t3.index:
         pp, pl = p4.loc["patch-level (SA-CAE + RA-JUMC)"], p4.loc["picture-level (DS-Net + RA-JUMC)"]

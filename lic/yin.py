@@ -202,6 +202,21 @@ def get(arch: str, scale: Scale, variant: str, target=TARGET_SPARSITY, root=None
     return train_model(arch, scale, variant, target, root=root, progress=progress, precision=precision)
 
 
+def point_view(scale: Scale, arch: str, variant: str, lmbda: float, target=TARGET_SPARSITY, root=None):
+    """The stored variable-rate model fixed at ``lmbda`` (an operating point's rebuild)."""
+    return get(arch, scale, variant, target, root=root, train_missing=False).at(lmbda).eval()
+
+
+def register_points(archs, variants, scale: Scale, target=TARGET_SPARSITY) -> list:
+    """The chapter's operating points for 06_synthesis: every stored model at every zoo λ."""
+    from . import points
+
+    return points.publish(CHAPTER, scale, [
+        points.register(CHAPTER, scale, method=f"Yin ({v})", arch=a, lmbda=lam, variant=v,
+                        rebuild="lic.yin:point_view", spec={"arch": a, "variant": v, "lmbda": lam, "target": target})
+        for a in archs for v in variants for lam in scale.lambdas])
+
+
 def train_model(arch: str, scale: Scale, variant: str, target=TARGET_SPARSITY, root=None, progress=True,
                 precision=None, seed=0):
     """Train (or resume) one variable-rate model from the zoo's middle-λ model, save it with fp16

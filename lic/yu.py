@@ -433,6 +433,33 @@ def int8(model, kind: str, batches, latent_float=False):
     return q
 
 
+INT8_ARCH = "bmshj2018-hyperprior"  # the zoo model the chapter quantizes
+
+
+def int8_point(scale: Scale, arch: str, lmbda: float, latent_float: bool, root=None):
+    """The zoo model at ``lmbda``, FX int8 (an operating point's rebuild: calibration is seeded, so
+    the same batches each time). ``mac_reference`` is the float model, for counting MACs (the
+    counter sees float convolutions only) and parameters; it is not a submodule."""
+    from . import zoo
+
+    model = zoo.get(arch, lmbda, scale, root=root, train_missing=False)
+    q = int8(model, "compressai", calibration(scale, root), latent_float=latent_float)
+    q.__dict__["mac_reference"] = model
+    return q
+
+
+def register_points(lambdas, scale: Scale, arch: str = INT8_ARCH) -> list:
+    """The chapter's operating points for 06_synthesis: the zoo model in int8, all layers or the two
+    latent layers float, at every λ (rebuilt by quantizing again; nothing stored)."""
+    from . import points
+
+    return points.publish(CHAPTER, scale, [
+        points.register(CHAPTER, scale, method="int8 (Yu)", arch=arch, lmbda=lam,
+                        variant="latent layers float" if lf else "all int8", rebuild="lic.yu:int8_point",
+                        spec={"arch": arch, "lmbda": lam, "latent_float": lf})
+        for lam in lambdas for lf in (False, True)])
+
+
 @torch.no_grad()
 def latent_step(model, batches) -> dict:
     """The range of y = g_a(x) over the calibration batches and the step one int8 scale gives it."""

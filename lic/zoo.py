@@ -288,6 +288,16 @@ def learning_curve_eval(scale: Scale, root=None, limit=None):
     return run
 
 
+def register_points(archs, lambdas, scale: Scale) -> list:
+    """The base models as 06_synthesis' anchors: a point that is the zoo model itself (nothing stored)."""
+    from . import points
+
+    return points.publish("00_baselines", scale, [
+        points.register("00_baselines", scale, method="zoo", arch=a, lmbda=lam, variant="zoo",
+                        rebuild="lic.zoo:get", spec={"arch": a, "lmbda": lam, "train_missing": False})
+        for a in archs for lam in lambdas])
+
+
 def train_model(arch: str, lmbda: float, scale: Scale, root=None, progress=True, seed=0, precision=None):
     """Train (or resume) one zoo model, save it, evaluate the saved file, add it to the manifest
     (with the training loop of every part of the run: ``precision``)."""

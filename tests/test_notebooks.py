@@ -220,6 +220,37 @@ def test_tao_results(executed):
     assert {"tao-jumc-true", "tao-jumc-pred", "tao-uniform", "tao-exact", "tao-headline"} <= {c["id"] for c in res["claims"]}
 
 
+def test_synthesis_results(executed):
+    """06_synthesis measured every point the chapters registered, against the zoo, in one run."""
+    res = executed["06_synthesis"]
+    rows = {r["name"]: r for r in res["rows"]}
+    for ch in ("00_baselines", "01_liao", "02_luo", "03_yin", "04_yu", "05_tao"):
+        listed = executed[ch]["points"]
+        assert listed and set(listed) <= set(rows), ch  # every registered point was measured
+    assert not res["missing"]
+    repeats = {r["decode_spread_pct"] >= 0 and r["decode_ms"] > 0 for r in rows.values()}
+    assert repeats == {True}
+    for r in rows.values():
+        if r["method"] == "zoo":  # the anchors: on their own curve, as fast as themselves
+            assert r["rate_vs_zoo_pct"] == pytest.approx(0, abs=1e-6) and r["decode_speedup"] == 1
+        assert r["macs"] == r["encode_macs"] + r["decode_macs"] > 0
+    liao = [r for r in rows.values() if r["chapter"] == "01_liao"]
+    zoo = {(r["arch"], r["lambda"]): r for r in rows.values() if r["method"] == "zoo"}
+    for r in liao:  # g_s pruned and fine-tuned alone: the encoder's bitstream, so the rate, is the zoo's
+        assert r["bpp"] == pytest.approx(zoo[r["arch"], r["lambda"]]["bpp"], rel=1e-9)
+        assert r["decode_macs"] < zoo[r["arch"], r["lambda"]]["decode_macs"]
+    for r in rows.values():
+        if r["chapter"] == "04_yu":  # int8 does the float model's multiply-accumulates, in int8
+            assert r["decode_macs"] == zoo[r["arch"], r["lambda"]]["decode_macs"]
+    assert res["stacked"], "ERHP + Liao was not stacked"
+    for a in res["stacked"]:
+        s, parts = rows[a["stacked"]], [rows[n] for n in a["parts"]]
+        liao_part = next(p for p in parts if p["chapter"] == "01_liao")
+        erhp_part = next(p for p in parts if p["chapter"] == "02_luo")
+        assert s["psnr"] == pytest.approx(liao_part["psnr"], abs=1e-6)  # g_s from Liao, y unchanged
+        assert s["bpp"] == pytest.approx(erhp_part["bpp"], rel=1e-9)  # the hyper path (the rate) from ERHP
+
+
 def test_every_chapter_wrote_its_environment(executed):
     for name, res in executed.items():
         assert res["notebook"] == name and res["environment"]["threads"] >= 1

@@ -1,0 +1,274 @@
+"""The cross-method chapter (``06_synthesis``): every chapter's operating points (:mod:`lic.points`)
+loaded and measured again on the same test images, the same CPU and in one interleaved timing run,
+so that their speed-ups and rate costs compare.
+
+Per point: real-bitstream PSNR, MS-SSIM and bpp; encode and decode MACs of the real paths
+(``compress`` / ``decompress``, counted by FlopCounterMode on a 256x256 crop of the first test
+image and scaled by area to 768x512; an int8 model's are its float twin's, ``mac_reference``:
+the counter sees float convolutions only, and int8 does the same multiply-accumulates); parameters and fp16 bytes; encode and decode latency from one round-robin run over all
+points (median, spread). Against the zoo model of the same architecture:
+
+- **Δrate at equal PSNR** — the bits the point spends over what the zoo's curve (its four λ, log-bpp
+  interpolated linearly in PSNR) needs for the point's PSNR, the end segments extended at most
+  :data:`EXTRAPOLATE_DB` beyond the curve (``extrapolated`` says so; ``nan`` farther out). A
+  point-wise BD-rate: it serves methods that have one λ as well as four; and **ΔPSNR at equal
+  rate** the same way;
+- **BD-rate** over a family's λ when it has the zoo's four;
+- **decode speed-up** against the zoo model at the point's λ, from the same timing run.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
+
+from . import points
+from .data import pad_to, to_tensor
+from .evaluate import MIN_SIZE, PAD, bd, evaluate, interleaved_times, parameter_count, serialized_bytes
+
+CHAPTERS = ("00_baselines", "01_liao", "02_luo", "03_yin", "04_yu", "05_tao")
+ZOO = "zoo"           # the method name of the base models (00_baselines' points)
+RATE_BUDGET = 2.0     # % Δrate a practitioner might pay for speed: the "what to use" cut
+
+
+def collect(scale, chapters=CHAPTERS) -> tuple:
+    """(points, {chapter: the command that makes its points}) — the second for chapters without any."""
+    found, missing = [], {}
+    for ch in chapters:
+        got = points.entries(scale, [ch])
+        if got:
+            found += got
+        else:
+            missing[ch] = f"python -m lic.book run {ch} --scale {scale.name}"
+    return found, missing
+
+
+# MACs are counted on a 256x256 crop and scaled by area to 768x512 (convolution MACs grow with the
+# area): counting an autoregressive decode latent by latent under FlopCounterMode at 768x512 takes
+# minutes per model.
+MAC_SIZE = 256
+MAC_SCALE = 768 * 512 / MAC_SIZE ** 2
+
+
+def mac_picture(images, height=MAC_SIZE, width=MAC_SIZE) -> torch.Tensor:
+    """The first test image's top-left ``height`` x ``width`` as a tensor (edge-padded where smaller)."""
+    x = to_tensor(images[0][1])[..., :height, :width]
+    ph, pw = height - x.shape[-2], width - x.shape[-1]
+    return torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+
+
+@torch.no_grad()
+def path_macs(model, x, scale: float = 1.0) -> dict:
+    """MACs of the real encode and decode paths on ``x`` (FlopCounterMode FLOPs ÷ 2), times ``scale``."""
+    with FlopCounterMode(display=False) as c:
+        enc = model.compress(x)
+    encode = c.get_total_flops() // 2
+    with FlopCounterMode(display=False) as c:
+        model.decompress(enc["strings"], enc["shape"])
+    return {"encode_macs": round(encode * scale), "decode_macs": round(c.get_total_flops() // 2 * scale)}
+
+
+def measure(entries: list, images, scale, root=None, timed=3, repeats=None, progress=True) -> list:
+    """One row per point (see the module's docstring), all timed in one interleaved run."""
+    models, rows = {}, []
+    x = pad_to(mac_picture(images), PAD, MIN_SIZE)[0]
+    for e in tqdm(entries, desc="operating points", disable=not progress):
+        m = points.stack(e["stack"], scale, root) if "stack" in e else points.load(e, scale, root)
+        r = evaluate(m, images, real=True, timed=0, progress=False)["mean"]
+        ref = getattr(m, "mac_reference", m)  # an int8 model: MACs and parameters of its float twin
+        rows.append({k: e[k] for k in ("chapter", "name", "method", "arch", "lambda", "variant")}
+                    | {"parts": [p["name"] for p in e.get("stack", [])], "psnr": r["psnr"], "ms_ssim": r["ms_ssim"],
+                       "bpp": r["bpp"], **path_macs(ref, x, MAC_SCALE),
+                       "params": parameter_count(ref), "bytes_fp16": serialized_bytes(m, half=True)})
+        models[e["name"]] = m
+    t = interleaved_times(models, images[:timed], repeats=repeats or scale.timing_repeats, progress=progress)
+    for row in rows:
+        row.update({k: t[row["name"]][k] for k in ("encode_ms", "decode_ms", "encode_spread_pct", "decode_spread_pct")})
+        row["macs"] = row["encode_macs"] + row["decode_macs"]
+    return compare(rows)
+
+
+def stacked(parts: list, method: str, variant: str) -> dict:
+    """A point made of several points' changes on one start model (:func:`lic.points.stack`), for
+    :func:`measure`: e.g. ERHP's hyper path with Liao's pruned decoder."""
+    first = parts[0]
+    return {"chapter": "06_synthesis", "name": points.slug(method, first["arch"], f"{first['lambda']:.4f}", variant),
+            "method": method, "arch": first["arch"], "lambda": first["lambda"], "variant": variant, "stack": parts}
+
+
+def additivity(rows: list, name: str) -> dict:
+    """Do the stacked point's costs and savings add up? Its Δrate and decode speed-up beside the
+    sum of its parts' Δrates and the product of their speed-ups (what independent savings give)."""
+    by = {r["name"]: r for r in rows}
+    s = by[name]
+    parts = [by[p] for p in s["parts"]]
+    return {"stacked": name, "parts": s["parts"], "lambda": s["lambda"],
+            "Δrate stacked (%)": s["rate_vs_zoo_pct"], "Δrate sum of parts (%)": sum(p["rate_vs_zoo_pct"] for p in parts),
+            "decode speed-up stacked (x)": s["decode_speedup"],
+            "decode speed-up product of parts (x)": math.prod(p["decode_speedup"] for p in parts),
+            "PSNR stacked (dB)": s["psnr"], "bpp stacked": s["bpp"]}
+
+
+EXTRAPOLATE_DB = 1.0  # how far beyond the zoo curve's ends its end segments are extended: dB of PSNR,
+REACH_FACTOR = 1.5    # and factor of bpp
+
+
+def _along(xs, ys, x: float, reach: float) -> float:
+    """y at ``x`` on the piecewise-linear curve (xs ascending), its end segments extended by at most
+    ``reach`` beyond the ends; ``nan`` farther out."""
+    if len(xs) < 2 or not xs[0] - reach <= x <= xs[-1] + reach:
+        return float("nan")
+    i = 0 if x < xs[0] else len(xs) - 2 if x > xs[-1] else None
+    if i is None:
+        return float(np.interp(x, xs, ys))
+    return float(ys[i] + (ys[i + 1] - ys[i]) * (x - xs[i]) / (xs[i + 1] - xs[i]))
+
+
+def rate_at(curve: dict, psnr: float, reach: float = EXTRAPOLATE_DB) -> float:
+    """bpp the curve ({"bpp", "psnr"}) needs for ``psnr``: log-bpp linear in PSNR between its
+    points, extended at most ``reach`` dB beyond them; ``nan`` farther out."""
+    order = np.argsort(curve["psnr"])
+    q, b = np.asarray(curve["psnr"], float)[order], np.log(np.asarray(curve["bpp"], float)[order])
+    return float(np.exp(_along(q, b, psnr, reach)))
+
+
+def psnr_at(curve: dict, bpp: float, reach_factor: float = REACH_FACTOR) -> float:
+    """PSNR the curve reaches at ``bpp``: linear in log-bpp between its points, the end segments
+    extended to at most ``reach_factor`` times fewer or more bits; ``nan`` farther out."""
+    order = np.argsort(curve["bpp"])
+    b, q = np.log(np.asarray(curve["bpp"], float)[order]), np.asarray(curve["psnr"], float)[order]
+    return _along(b, q, math.log(bpp), math.log(reach_factor))
+
+
+def compare(rows: list) -> list:
+    """Adds to every row its Δrate at equal PSNR against the zoo curve of its architecture and its
+    decode/encode speed-up against the zoo model at its λ (same run)."""
+    zoo = {(r["arch"], r["lambda"]): r for r in rows if r["method"] == ZOO}
+    curves = {}
+    for r in zoo.values():
+        c = curves.setdefault(r["arch"], {"bpp": [], "psnr": []})
+        c["bpp"].append(r["bpp"])
+        c["psnr"].append(r["psnr"])
+    for r in rows:
+        c = curves.get(r["arch"])
+        need = rate_at(c, r["psnr"]) if c else float("nan")
+        r["rate_vs_zoo_pct"] = 100 * (r["bpp"] / need - 1) if need == need else float("nan")
+        r["psnr_vs_zoo_db"] = r["psnr"] - psnr_at(c, r["bpp"]) if c else float("nan")
+        r["extrapolated"] = bool(c) and not min(c["psnr"]) <= r["psnr"] <= max(c["psnr"])
+        ref = zoo.get((r["arch"], r["lambda"]))
+        for k in ("decode", "encode"):
+            r[f"{k}_speedup"] = ref[f"{k}_ms"] / r[f"{k}_ms"] if ref else float("nan")
+        r["decode_mac_reduction"] = ref["decode_macs"] / r["decode_macs"] if ref else float("nan")
+    return rows
+
+
+def families(rows: list) -> list:
+    """Per (method, architecture, variant): the points' mean Δrate and speed-ups, and the BD-rate
+    against the zoo when the family has a point at every zoo λ of that architecture."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    out = []
+    for (method, arch, variant), g in df.groupby(["method", "arch", "variant"], sort=False):
+        z = df[(df.method == ZOO) & (df.arch == arch)]
+        full = len(z) >= 4 and set(z["lambda"]) <= set(g["lambda"])
+        out.append({"method": method, "arch": arch, "variant": variant, "λ": len(g),
+                    "BD-rate vs zoo (%)": (bd(z[["bpp", "psnr"]].to_dict("list"), g[["bpp", "psnr"]].to_dict("list"))["bd_rate"]
+                                           if full and method != ZOO else (0.0 if method == ZOO else float("nan"))),
+                    "Δrate at equal PSNR (%)": float(g.rate_vs_zoo_pct.mean()),
+                    "ΔPSNR at equal rate (dB)": float(g.psnr_vs_zoo_db.mean()),
+                    "decode speed-up (x)": float(g.decode_speedup.mean()),
+                    "encode speed-up (x)": float(g.encode_speedup.mean()),
+                    "decode MACs (x fewer)": float(g.decode_mac_reduction.mean()),
+                    "decode spread (%)": float(g.decode_spread_pct.max())})
+    return out
+
+
+def what_to_use(fams: list, budget: float = RATE_BUDGET) -> list:
+    """Per architecture: each method's fastest decoding family that decodes faster than the zoo
+    and whose rate cost (BD-rate where measured, else mean Δrate) is within ``budget`` %, and its
+    speed-up per 1 % of rate paid."""
+    best = {}
+    for f in fams:
+        if f["method"] == ZOO:
+            continue
+        cost = f["BD-rate vs zoo (%)"] if f["BD-rate vs zoo (%)"] == f["BD-rate vs zoo (%)"] else f["Δrate at equal PSNR (%)"]
+        if not cost == cost or cost > budget:
+            continue
+        key = (f["arch"], f["method"])
+        if f["decode speed-up (x)"] > 1 and (key not in best or f["decode speed-up (x)"] > best[key]["decode speed-up (x)"]):
+            gain = 100 * (f["decode speed-up (x)"] - 1)
+            best[key] = {"arch": f["arch"], "method": f["method"], "variant": f["variant"], "rate cost (%)": cost,
+                         "decode speed-up (x)": f["decode speed-up (x)"], "decode spread (%)": f["decode spread (%)"],
+                         "speed-up % per 1 % rate": gain / cost if cost > 0.05 else (math.inf if gain > 0 else 0.0)}
+    return sorted(best.values(), key=lambda r: (r["arch"], -r["decode speed-up (x)"]))
+
+
+def stack_candidates(entries: list) -> list:
+    """The stacked points this chapter measures: ERHP's hyper path (02_luo) with Liao's most pruned
+    decoder (01_liao) wherever both exist on the same zoo model."""
+    out = []
+    for e in entries:
+        if e["chapter"] != "02_luo":
+            continue
+        liao = [d for d in entries if d["chapter"] == "01_liao" and (d["rebuild"], d["spec"]) == (e["rebuild"], e["spec"])]
+        if liao:
+            top = max(liao, key=lambda d: d["meta"].get("ratio", 0))
+            out.append(stacked([e, top], "ERHP + Liao", f"{e['variant']} + {top['variant']}"))
+    return out
+
+
+def additivity_text(adds: list) -> str:
+    if not adds:
+        return ("Nothing is stacked at this scale: that needs points of both 01_liao and 02_luo on the same "
+                "zoo model (the same architecture and λ).")
+    from .report import pct
+
+    out = "n/a (outside the zoo curve)"
+    parts = [f"at λ={a['lambda']:g}: Δrate {pct(a['Δrate stacked (%)'], 2, out)} stacked vs "
+             f"{pct(a['Δrate sum of parts (%)'], 2, out)} summed, decode speed-up {a['decode speed-up stacked (x)']:.2f}x "
+             f"vs {a['decode speed-up product of parts (x)']:.2f}x multiplied" for a in adds]
+    return "Measured " + "; ".join(parts) + "."
+
+
+def advice(use: list, budget: float) -> str:
+    """The "what to use" sentence from :func:`what_to_use`'s rows: per architecture, the method
+    that decodes fastest within the budget, and whether its gain exceeds the timing spread."""
+    if not use:
+        return f"no method's points stay within {budget:g} % of rate at this scale."
+    out = []
+    for arch in dict.fromkeys(r["arch"] for r in use):
+        r = max((u for u in use if u["arch"] == arch), key=lambda u: u["decode speed-up (x)"])
+        gain = 100 * (r["decode speed-up (x)"] - 1)
+        noise = ("more than" if gain > r["decode spread (%)"] else "within") + f" the timing spread ({r['decode spread (%)']:.0f} %)"
+        out.append(f"on {arch}, {r['method']} ({r['variant']}) decodes {r['decode speed-up (x)']:.2f}x as fast as the zoo "
+                   f"model for {r['rate cost (%)']:+.2f} % rate, {noise}")
+    return "; ".join(out) + "."
+
+
+def tradeoff_figure(res):
+    """Two panels: decode speed-up vs Δrate at equal PSNR; decode speed-up vs decode-MAC reduction."""
+    from . import report
+
+    fig, axes = report.figure(2, 1, height=3.6)
+    left, right = axes[0]
+    pts = res[res.method != ZOO]
+    markers = dict(zip(sorted(res.arch.unique()), "osD^v<>"))
+    for (method, arch), g in pts.groupby(["method", "arch"]):
+        kw = dict(color=report.color_of(method), marker=markers[arch], s=22, label=f"{method}, {arch}")
+        left.scatter(g.rate_vs_zoo_pct, g.decode_speedup, **kw)
+        right.scatter(g.decode_mac_reduction, g.decode_speedup, **kw)
+    for ax in (left, right):
+        ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+    left.axvline(0.0, color="grey", lw=0.8, ls=":")
+    lim = max(1.1, float(pts.decode_mac_reduction.max()) if len(pts) else 1.1)
+    right.plot([1, lim], [1, lim], "k:", lw=0.8, label="speed-up = MAC reduction")
+    left.set(xlabel="Δrate at equal PSNR vs the zoo (%)", ylabel="decode speed-up vs the zoo (x)")
+    right.set(xlabel="decode MACs, x fewer than the zoo's", ylabel="decode speed-up (x)")
+    handles, labels = left.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=7, bbox_to_anchor=(0.5, -0.02 - 0.035 * len(labels) / 2))
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,153 @@
+"""Operating points (lic.points): a stored delta rebuilds the exact model, stacking refuses overlaps,
+and a broken point says how to make it again."""
+import copy
+
+import pytest
+import torch
+
+from lic import liao, points, zoo
+from lic.scales import get_scale
+
+S = get_scale("smoke")
+ARCH = "bmshj2018-hyperprior"
+
+
+def seeded_model(seed=0):
+    """The start of every point below: the same random model for the same seed (a rebuild recipe)."""
+    torch.manual_seed(seed)
+    return zoo.build(ARCH, N=16, M=24).eval()
+
+
+@pytest.fixture
+def where(tmp_path, monkeypatch):
+    monkeypatch.setattr(points, "points_dir", lambda chapter, scale: tmp_path / chapter / "points")
+    return tmp_path
+
+
+def _fp16_exact(model):
+    with torch.no_grad():  # stored deltas are fp16: make the weights fp16 numbers so equality is exact
+        for k, v in model.state_dict().items():
+            if v.is_floating_point() and not zoo.is_entropy(k):
+                v.copy_(v.half().float())
+    return model
+
+
+def _pruned(base, ratio=0.4, shift=0.01):
+    m = copy.deepcopy(base)
+    liao.prune_decoder(m, ratio, liao.channel_scores(m, liao.l1_norm))
+    with torch.no_grad():
+        for p in m.g_s.parameters():
+            p.add_(shift)
+    return _fp16_exact(m)
+
+
+def _register(model, base, variant, chapter="01_liao"):
+    return points.register(chapter, S, model, method="test", arch=ARCH, lmbda=0.0067, variant=variant, base=base,
+                           rebuild="test_points:seeded_model", spec={"seed": 0})
+
+
+def test_delta_point_rebuilds_the_pruned_model_exactly(where):
+    base = _fp16_exact(seeded_model())
+    pruned = _pruned(base)
+    entry = _register(pruned, base, "r=0.40")
+    stored = torch.load(where / "01_liao" / "points" / entry["file"], weights_only=True)["delta"]
+    assert stored and all(k.startswith(("g_s.", "entropy_bottleneck.")) for k in stored)  # g_s alone changed
+    # the rebuild starts from seeded_model(0), whose fp16 rounding the delta does not carry: compare on g_s
+    loaded = points.load(entry, S)
+    y = torch.randn(1, 24, 4, 4)
+    with torch.no_grad():
+        assert torch.equal(loaded.g_s(y), pruned.g_s(y))
+    assert [m.weight.shape for m in loaded.g_s if hasattr(m, "weight")] == \
+        [m.weight.shape for m in pruned.g_s if hasattr(m, "weight")]
+    assert points.entries(S, ["01_liao"]) == []  # registered, not yet published
+    points.publish("01_liao", S, [entry])
+    assert points.entries(S, ["01_liao"]) == [entry]
+    other = _register(_pruned(base, ratio=0.2), base, "r=0.20")
+    points.publish("01_liao", S, [other])  # a rerun's points replace the last run's, files included
+    assert points.entries(S, ["01_liao"]) == [other]
+    assert sorted(f.name for f in (where / "01_liao" / "points").glob("*.pt")) == [other["file"]]
+
+
+def test_a_point_without_a_file_is_its_rebuild(where):
+    e = points.register("00_baselines", S, method="zoo", arch=ARCH, lmbda=0.0067, variant="zoo",
+                        rebuild="test_points:seeded_model", spec={"seed": 3})
+    assert e["file"] is None
+    a, b = points.load(e, S), seeded_model(3)
+    ref = dict(b.named_parameters())  # update() rebuilt the coder tables; the parameters are the rebuild's
+    assert all(torch.equal(v, ref[k]) for k, v in a.named_parameters())
+
+
+def test_stack_applies_disjoint_deltas_and_refuses_overlaps(where):
+    base = _fp16_exact(seeded_model())
+    dec = _pruned(base)
+    hyper = copy.deepcopy(base)
+    with torch.no_grad():
+        for p in hyper.h_s.parameters():
+            p.add_(0.5)
+    a, b = _register(dec, base, "dec"), _register(_fp16_exact(hyper), base, "hyper", chapter="02_luo")
+    both = points.stack([a, b], S)
+    y, z = torch.randn(1, 24, 4, 4), torch.randn(1, 16, 1, 1)
+    with torch.no_grad():
+        assert torch.equal(both.g_s(y), dec.g_s(y)) and torch.equal(both.h_s(z), hyper.h_s(z))
+    with pytest.raises(points.PointError, match="do not stack"):
+        points.stack([a, _register(_pruned(base, shift=0.02), base, "dec2")], S)
+
+
+def test_broken_points_name_the_fix(where):
+    base = seeded_model()
+    e = _register(_pruned(base), base, "r=0.40")
+    path = where / "01_liao" / "points" / e["file"]
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(points.PointError, match=r"corrupt.*python -m lic.book run 01_liao --scale smoke"):
+        points.load(e, S)
+    path.unlink()
+    with pytest.raises(points.PointError, match="does not exist"):
+        points.load(e, S)
+    with pytest.raises(points.PointError, match="module:function"):
+        points.register("01_liao", S, method="m", arch=ARCH, lmbda=0.01, variant="v", rebuild="lic.zoo:nope", spec={})
+
+
+# ---------------------------------------------------------------------------------------------
+# lic.synthesis: the comparisons it prints
+
+def test_rate_at_interpolates_log_bpp_and_refuses_to_extrapolate():
+    from lic import synthesis
+
+    curve = {"bpp": [0.2, 0.4, 0.8], "psnr": [28.0, 30.0, 32.0]}
+    assert synthesis.rate_at(curve, 30.0) == pytest.approx(0.4)
+    assert synthesis.rate_at(curve, 29.0) == pytest.approx((0.2 * 0.4) ** 0.5)  # geometric mean: log-linear
+    assert synthesis.rate_at(curve, 27.0) == pytest.approx(0.2 / 2 ** 0.5)  # end segment extended 1 dB
+    assert synthesis.rate_at(curve, 26.9) != synthesis.rate_at(curve, 26.9)  # nan farther out
+    assert synthesis.rate_at(curve, 33.1) != synthesis.rate_at(curve, 33.1)
+    assert synthesis.psnr_at(curve, 0.4) == pytest.approx(30.0)
+    assert synthesis.psnr_at(curve, (0.4 * 0.8) ** 0.5) == pytest.approx(31.0)
+
+
+def test_compare_measures_against_the_zoo_of_the_same_architecture():
+    from lic import synthesis
+
+    def row(method, lam, bpp, psnr, dec, macs=100):
+        return {"method": method, "arch": "a", "lambda": lam, "bpp": bpp, "psnr": psnr, "decode_ms": dec,
+                "encode_ms": 10.0, "decode_macs": macs, "name": f"{method}{lam}"}
+    zoo = [row("zoo", 1, 0.2, 28.0, 50.0), row("zoo", 2, 0.4, 30.0, 50.0), row("zoo", 3, 0.8, 32.0, 50.0)]
+    p = row("m", 2, 0.44, 30.0, 40.0, macs=50)  # 10 % more bits for the zoo's PSNR at λ=2, 1.25x faster
+    out = {r["name"]: r for r in synthesis.compare(zoo + [p])}
+    assert out["m2"]["rate_vs_zoo_pct"] == pytest.approx(10.0)
+    assert out["m2"]["decode_speedup"] == pytest.approx(1.25)
+    assert out["m2"]["decode_mac_reduction"] == pytest.approx(2.0)
+    assert out["zoo2"]["rate_vs_zoo_pct"] == pytest.approx(0.0, abs=1e-9)
+    use = synthesis.what_to_use([{"method": "m", "arch": "a", "variant": "v", "BD-rate vs zoo (%)": float("nan"),
+                                  "Δrate at equal PSNR (%)": 1.0, "decode speed-up (x)": 1.25, "decode spread (%)": 5.0}],
+                                budget=2.0)
+    assert use[0]["speed-up % per 1 % rate"] == pytest.approx(25.0)
+    assert "more than the timing spread" in synthesis.advice(use, 2.0)
+    assert synthesis.what_to_use([{**use[0], "BD-rate vs zoo (%)": 3.0, "Δrate at equal PSNR (%)": 3.0}], 2.0) == []
+
+
+def test_additivity_text_never_prints_nan():
+    from lic import synthesis
+
+    a = {"lambda": 0.0067, "Δrate stacked (%)": float("nan"), "Δrate sum of parts (%)": 1.5,
+         "decode speed-up stacked (x)": 1.2, "decode speed-up product of parts (x)": 1.1}
+    text = synthesis.additivity_text([a])
+    assert "nan" not in text and "n/a (outside the zoo curve) stacked vs +1.50 % summed" in text
