@@ -226,6 +226,16 @@ def test_images(scale, root=None) -> list:
     return [(n, center_crop(img, scale.test_crop)) for n, img in images] if scale.test_crop else images
 
 
+def validation_images(scale, root=None) -> list:
+    """(name, HxWx3 uint8) images that decide choices (a schedule, a threshold): never trained on,
+    never the test set. At ``cpu`` and ``paper`` (trained on BSDS500, tested on Kodak) these are
+    scikit-image's four colour photographs; at ``smoke``, where those photographs are the training
+    and test images, the smoke test images (a smoke run decides nothing)."""
+    if scale.train_set == "skimage" or scale.test_set == "skimage":
+        return test_images(scale, root)
+    return skimage_photos()
+
+
 def center_crop(img: np.ndarray, size) -> np.ndarray:
     """The central ``size`` = (H, W) window of an HxWxC image (the whole image if smaller)."""
     h, w = img.shape[:2]

@@ -353,10 +353,28 @@ def train_model(arch: str, lmbda: float, scale: Scale, root=None, progress=True,
     return loaded
 
 
-def adopt(source, scale: Scale, archs=None) -> list:
+def validation_bd(trial: dict, current: dict, scale: Scale, root=None) -> dict:
+    """BD-rate (%) of a trial family against the current one of the same architecture on the
+    validation images (:func:`lic.data.validation_images`, never the test set), models given as
+    {λ: model}; rate estimated from the likelihoods (the choice needs no bitstreams)."""
+    from .evaluate import bd
+
+    images = lic_data.validation_images(scale, root)
+    curves = {}
+    for tag, fam in (("trial", trial), ("current", current)):
+        pts = [evaluate(m, images, real=False, progress=False)["mean"] for _, m in sorted(fam.items())]
+        curves[tag] = {"bpp": [r["bpp_est"] for r in pts], "psnr": [r["psnr"] for r in pts]}
+    return {"images": [n for n, _ in images], "bd_rate": bd(curves["current"], curves["trial"])["bd_rate"],
+            "trial": curves["trial"], "current": curves["current"]}
+
+
+def adopt(source, scale: Scale, archs=None, force=False, root=None) -> list:
     """Take the finished models of another zoo (a schedule trial's ``LIC_ZOO`` folder) into this
     scale's zoo: checkpoint, learning curve and manifest entry, each checkpoint verified against
-    the source manifest before it is copied. Returns the adopted model names."""
+    the source manifest before it is copied. A family that would replace models must need fewer
+    bits on the validation images (:func:`validation_bd` < 0; the test images decide nothing);
+    ``force`` adopts anyway. The comparison is kept with the replaced records. Returns the adopted
+    model names."""
     src = Path(source) / scale.name
     entries = json.loads((src / "manifest.json").read_text()) if (src / "manifest.json").exists() else {}
     chosen = {n: e for n, e in entries.items() if archs is None or e["arch"] in archs}
@@ -364,11 +382,24 @@ def adopt(source, scale: Scale, archs=None) -> list:
         raise CheckpointError(f"no finished models{' of ' + ', '.join(archs) if archs else ''} in "
                               f"{src / 'manifest.json'}; finish them with `LIC_ZOO={source} python -m "
                               f"lic.zoo train --scale {scale.name}` (with the trial's --steps) first")
-    for name, e in chosen.items():
-        load(src / e["file"], e["sha256"])  # refuses a corrupt or truncated file
+    new = {name: load(src / e["file"], e["sha256"]) for name, e in chosen.items()}  # refuses a corrupt file
     dest = zoo_dir(scale)
     dest.mkdir(parents=True, exist_ok=True)
     manifest, old = read_manifest(scale), superseded(scale)
+    checks = {}
+    for arch, fam in _families({**e, "name": n} for n, e in chosen.items()).items():
+        replaced = [e for e in fam if e["name"] in manifest and manifest[e["name"]]["sha256"] != e["sha256"]]
+        if not replaced:
+            continue
+        trial = {e["lambda"]: new[e["name"]] for e in fam}
+        current = {lam: get(arch, lam, scale, train_missing=False) for lam in trial if model_name(arch, lam) in manifest}
+        check = validation_bd({lam: trial[lam] for lam in current}, current, scale, root)
+        if not check["bd_rate"] < 0 and not force:
+            raise CheckpointError(
+                f"{arch}: the trial does not need fewer bits than the current zoo on the validation images "
+                f"({', '.join(check['images'])}): BD-rate {check['bd_rate']:+.2f} %. Keep the current models, "
+                f"or adopt anyway with `python -m lic.zoo adopt {source} --scale {scale.name} --arch {arch} --force`")
+        checks[arch] = {k: check[k] for k in ("images", "bd_rate")} | {"forced": bool(force and not check["bd_rate"] < 0)}
     for name, e in sorted(chosen.items()):
         before = manifest.get(name)
         if before and before["sha256"] != e["sha256"]:
@@ -378,7 +409,7 @@ def adopt(source, scale: Scale, archs=None) -> list:
                 kept = f"{name}.{before['steps']}steps.curve.csv"
                 shutil.copyfile(dest / before["curve"], dest / kept)
                 before = {**before, "curve": kept}
-            old[key] = {**before, "file": None, "superseded_by": e["sha256"]}
+            old[key] = {**before, "file": None, "superseded_by": e["sha256"], "validation": checks.get(e["arch"])}
         for f in (e["file"], e.get("curve")):
             if f and (src / f).exists():
                 shutil.copyfile(src / f, dest / f)
@@ -440,8 +471,19 @@ def schedule_comparison(scale: Scale) -> list:
                          "steps (others)": max((v for k, v in steps.items() if k != mid), default=None),
                          "train hours": sum(e["train_seconds"] for e in fam) / 3600,
                          "BD-rate vs WebP %": _bd_webp(fam) if scale.test_set == "kodak" and len(fam) >= 2
-                         else float("nan")})
+                         else float("nan"), "decided on": _decided_on(old) if tag == "current" else ""})
     return rows
+
+
+def _decided_on(replaced: list) -> str:
+    """What chose a replacement: the validation comparison ``adopt`` recorded, or — for models
+    adopted before ``adopt`` compared on validation images — the test images' learning curves."""
+    checks = [e["validation"] for e in replaced if e.get("validation")]
+    if not checks:
+        return "test-image learning curves (adopted before the validation rule; not re-checkable: the replaced weights are not kept)"
+    c = checks[0]
+    return (f"validation images ({', '.join(c['images'])}): BD-rate {c['bd_rate']:+.1f} % vs replaced"
+            + (" (forced)" if c.get("forced") else ""))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -510,6 +552,9 @@ def main(argv=None) -> int:
     ad.add_argument("source", help="the other zoo's LIC_ZOO folder, e.g. runs/trial")
     ad.add_argument("--scale", default="cpu")
     ad.add_argument("--arch", action="append", help="repeatable; default: all")
+    ad.add_argument("--force", action="store_true",
+                    help="adopt even where the trial is not better on the validation images")
+    ad.add_argument("--data", default=None, help="data root (default: $LIC_DATA)")
     ck = sub.add_parser("check-fp16", help="measure fp16-stored models against their fp32 training states")
     ck.add_argument("states", nargs="+", help="folders holding <name>.state.pt, e.g. runs/cpu runs/trial/cpu")
     ck.add_argument("--scale", default="cpu")
@@ -530,7 +575,7 @@ def main(argv=None) -> int:
             print(f"no matching fp32 training state for: {', '.join(missing)}")
         return 0
     if args.cmd == "adopt":
-        for name in adopt(args.source, scale, args.arch):
+        for name in adopt(args.source, scale, args.arch, force=args.force, root=args.data):
             print(f"adopted {name} into {zoo_dir(scale)}")
         return 0
     if args.cmd == "list":

@@ -112,3 +112,14 @@ def test_a_truncated_image_is_refused_with_its_name(tmp_path):
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(data.DataUnavailable, match="kodim99.png"):
         data.load_image(path)
+
+
+def test_validation_images_are_neither_trained_on_nor_tested_on():
+    """Choices (a schedule, a threshold) are made on images outside both the training and test sets."""
+    from lic.data import SKIMAGE_PHOTOS, validation_images
+
+    cpu = get_scale("cpu")
+    assert (cpu.train_set, cpu.test_set) == ("bsds500", "kodak")
+    assert [n for n, _ in validation_images(cpu)] == list(SKIMAGE_PHOTOS)
+    smoke = get_scale("smoke")  # smoke decides nothing: its validation images are its test images
+    assert [n for n, _ in validation_images(smoke)] == [n for n, _ in data.test_images(smoke)]

@@ -144,8 +144,15 @@ def test_adopt_takes_a_trials_models_and_refuses_a_corrupt_one(tmp_zoo, monkeypa
     assert zoo.main(["train", "--scale", "smoke", "--arch", "bmshj2018-hyperprior", "--steps", "8",
                      "--finetune-steps", "4"]) == 0
     monkeypatch.setenv("LIC_ZOO", str(home))
-    assert zoo.main(["adopt", str(tmp_zoo / "trial2"), "--scale", "smoke"]) == 0
+    real_bd = zoo.validation_bd
+    monkeypatch.setattr(zoo, "validation_bd", lambda *a, **k: {**real_bd(*a, **k), "bd_rate": 3.0})  # a worse trial
+    with pytest.raises(zoo.CheckpointError, match=r"validation images \(astronaut, coffee\): BD-rate \+3.00 %.*--force"):
+        zoo.main(["adopt", str(tmp_zoo / "trial2"), "--scale", "smoke"])
+    assert zoo.superseded(smoke) == {}  # refused: nothing replaced
+    assert zoo.main(["adopt", str(tmp_zoo / "trial2"), "--scale", "smoke", "--force"]) == 0
     old = zoo.superseded(smoke)
+    assert {e["validation"]["images"][0] for e in old.values()} == {"astronaut"}  # decided on validation images
+    assert all(e["validation"]["forced"] for e in old.values())
     low, mid = (zoo.model_name("bmshj2018-hyperprior", lam) for lam in (smoke.lambdas[0], zoo.middle_lambda(smoke)))
     assert set(old) == {f"{low}@3", f"{mid}@6"}
     assert old[f"{mid}@6"]["superseded_by"] == zoo.read_manifest(smoke)[mid]["sha256"] != old[f"{mid}@6"]["sha256"]
