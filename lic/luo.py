@@ -470,14 +470,19 @@ def experiment(base, arch: str, lmbda: float, data, images, scale, run_dir, step
     return rows
 
 
-def register_points(models: dict, bases: dict, scale, variants=("ERHP",)) -> list:
+POINT_METHODS = {"ERHP": "ERHP (Luo)", "uniform": "uniform hyper path (Luo's control)",
+                 "half": "half-width hyper path (Luo's control)"}
+
+
+def register_points(models: dict, bases: dict, scale, variants=tuple(POINT_METHODS)) -> list:
     """The chapter's operating points for 06_synthesis: ``variants`` of every (arch, λ) (``models``
     from :func:`experiment`'s ``keep``, ``bases`` {(arch, λ): zoo model}), each stored as its hyper
-    path's changes on the zoo model."""
+    path's changes on the zoo model. ERHP and its two controls, uniform and half width, each its own
+    method (a half-width plan that is the uniform one was not trained again: no point of its own)."""
     from . import points
 
     return points.publish("02_luo", scale, [
-        points.register("02_luo", scale, m, method="ERHP (Luo)", arch=a, lmbda=lam, variant=v,
+        points.register("02_luo", scale, m, method=POINT_METHODS[v], arch=a, lmbda=lam, variant=v,
                         base=bases[a, lam], rebuild="lic.zoo:get", spec={"arch": a, "lmbda": lam, "train_missing": False})
         for (a, lam, v), m in models.items() if v in variants])
 

@@ -41,6 +41,8 @@ class Scale:
     test_limit: int = 0         # use only the first k test images (0 = all)
     test_crop: tuple = ()       # centre-crop test images to (H, W) (smoke: keeps CI fast)
     timing_repeats: int = 5
+    mac_size: int = 256         # side of the crop whose real encode/decode MACs are counted (06_synthesis;
+                                # smoke: 64, an autoregressive decode counted latent by latent is slow)
     pretrained: bool = False    # paper scale: compressai.zoo(pretrained=True)
     prune_finetune_steps: int = 0  # fine-tuning budget of a pruned model (every pruning chapter)
     estimate_iters: int = 50       # gradient steps of iterative importance estimates (Liao)
@@ -83,7 +85,7 @@ SCALES = {
     "smoke": Scale(
         name="smoke", N=16, M=24, lambdas=(0.0067, 0.0250), train_set="skimage", test_set="skimage",
         crop=64, batch=4, steps=120, finetune_steps=30, lr=1e-3, lr_final=1e-4, checkpoint_every=40,
-        eval_every=40, test_limit=2, test_crop=(192, 256), timing_repeats=1,
+        eval_every=40, test_limit=2, test_crop=(192, 256), timing_repeats=1, mac_size=64,
         prune_finetune_steps=10, estimate_iters=5, resrep_steps=20, vr_steps=40, vr_lr=1e-3,
         slim_steps=20, slim_lr=1e-3, slim_lambdas=(0.0067, 0.0250), label_crops=16, agent_steps=10,
         rnn_width=1 / 16, rnn_iterations=4, rnn_steps=20, hific_width=1 / 16, hific_steps=20, hific_gan_steps=10,

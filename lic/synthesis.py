@@ -3,8 +3,8 @@ loaded and measured again on the same test images, the same CPU and in one inter
 so that their speed-ups and rate costs compare.
 
 Per point: real-bitstream PSNR, MS-SSIM and bpp; encode and decode MACs of the real paths
-(``compress`` / ``decompress``, counted by FlopCounterMode on a 256x256 crop of the first test
-image and scaled by area to 768x512; an int8 model's are its float twin's, ``mac_reference``:
+(``compress`` / ``decompress``, counted by FlopCounterMode on a crop of the first test image,
+the scale's ``mac_size`` square (256 at ``cpu``), and scaled by area to 768x512; an int8 model's are its float twin's, ``mac_reference``:
 the counter sees float convolutions only, and int8 does the same multiply-accumulates); parameters and fp16 bytes; encode and decode latency from one round-robin run over all
 points (median, spread). Against the zoo model of the same architecture:
 
@@ -46,14 +46,13 @@ def collect(scale, chapters=CHAPTERS) -> tuple:
     return found, missing
 
 
-# MACs are counted on a 256x256 crop and scaled by area to 768x512 (convolution MACs grow with the
-# area): counting an autoregressive decode latent by latent under FlopCounterMode at 768x512 takes
-# minutes per model.
-MAC_SIZE = 256
-MAC_SCALE = 768 * 512 / MAC_SIZE ** 2
+# MACs are counted on a crop (the scale's ``mac_size``, 256x256 at cpu) and scaled by area to 768x512
+# (convolution MACs grow with the area): counting an autoregressive decode latent by latent under
+# FlopCounterMode at 768x512 takes minutes per model.
+MAC_AREA = 768 * 512
 
 
-def mac_picture(images, height=MAC_SIZE, width=MAC_SIZE) -> torch.Tensor:
+def mac_picture(images, height: int, width: int) -> torch.Tensor:
     """The first test image's top-left ``height`` x ``width`` as a tensor (edge-padded where smaller)."""
     x = to_tensor(images[0][1])[..., :height, :width]
     ph, pw = height - x.shape[-2], width - x.shape[-1]
@@ -74,14 +73,15 @@ def path_macs(model, x, scale: float = 1.0) -> dict:
 def measure(entries: list, images, scale, root=None, timed=3, repeats=None, progress=True) -> list:
     """One row per point (see the module's docstring), all timed in one interleaved run."""
     models, rows = {}, []
-    x = pad_to(mac_picture(images), PAD, MIN_SIZE)[0]
+    x = pad_to(mac_picture(images, scale.mac_size, scale.mac_size), PAD, MIN_SIZE)[0]
+    per_area = MAC_AREA / (x.shape[-2] * x.shape[-1])
     for e in tqdm(entries, desc="operating points", disable=not progress):
         m = points.stack(e["stack"], scale, root) if "stack" in e else points.load(e, scale, root)
         r = evaluate(m, images, real=True, timed=0, progress=False)["mean"]
         ref = getattr(m, "mac_reference", m)  # an int8 model: MACs and parameters of its float twin
         rows.append({k: e[k] for k in ("chapter", "name", "method", "arch", "lambda", "variant")}
                     | {"parts": [p["name"] for p in e.get("stack", [])], "psnr": r["psnr"], "ms_ssim": r["ms_ssim"],
-                       "bpp": r["bpp"], **path_macs(ref, x, MAC_SCALE),
+                       "bpp": r["bpp"], **path_macs(ref, x, per_area),
                        "params": parameter_count(ref), "bytes_fp16": serialized_bytes(m, half=True)})
         models[e["name"]] = m
     t = interleaved_times(models, images[:timed], repeats=repeats or scale.timing_repeats, progress=progress)
@@ -212,7 +212,7 @@ def stack_candidates(entries: list) -> list:
     decoder (01_liao) wherever both exist on the same zoo model."""
     out = []
     for e in entries:
-        if e["chapter"] != "02_luo":
+        if e["chapter"] != "02_luo" or e["variant"] != "ERHP":
             continue
         liao = [d for d in entries if d["chapter"] == "01_liao" and (d["rebuild"], d["spec"]) == (e["rebuild"], e["spec"])]
         if liao:
