@@ -260,6 +260,15 @@ def write_ledger(scale: str) -> Path:
     return path
 
 
+def toc_without(toc: dict, pending) -> dict:
+    """The table of contents ``toc`` (``_toc.yml``, parsed) without the chapters in ``pending``,
+    and without any part left with no chapter (Jupyter Book refuses an empty part)."""
+    drop = {f"book/{n}" for n in pending}
+    parts = [{**part, "chapters": [c for c in part["chapters"] if c.get("file") not in drop]}
+             for part in toc.get("parts", [])]
+    return {**toc, "parts": [part for part in parts if part["chapters"]]}
+
+
 def build(scale: str = "cpu", strict=True) -> Path:
     """Build the HTML book of ``scale`` from its executed notebooks (no execution)."""
     check_choice("scale", scale, tuple(SCALES))
@@ -274,9 +283,11 @@ def build(scale: str = "cpu", strict=True) -> Path:
     shutil.rmtree(root / "_build", ignore_errors=True)
     toc = root / "_toc.yml"
     if pending:  # the book shows what has run; the status page names the rest and how to run it
+        import yaml
+
         toc = root / "_build_toc.yml"
-        lines = (PROJECT / "_toc.yml").read_text().splitlines()
-        toc.write_text("\n".join(l for l in lines if l.strip() not in {f"- file: book/{n}" for n in pending}) + "\n")
+        toc.write_text(yaml.safe_dump(toc_without(yaml.safe_load((PROJECT / "_toc.yml").read_text()), pending),
+                                      sort_keys=False, allow_unicode=True))
     cmd = [sys.executable, "-m", "jupyter_book", "build", str(root), "--path-output", str(root), "--toc", str(toc)]
     if strict:
         cmd += ["-W", "-n", "--keep-going"]
