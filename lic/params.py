@@ -126,8 +126,9 @@ def names(choices, count=None, all_word="all"):
     return check
 
 
-def lambdas(count=None):
-    """Comma-separated λ of the scale (None: the chapter's default)."""
+def lambdas(count=None, at_least=1):
+    """Comma-separated λ of the scale (None: the chapter's default); ``count`` exactly, or at least
+    ``at_least`` of them."""
     def check(name, value, scale):
         if value is None:
             return None
@@ -142,8 +143,11 @@ def lambdas(count=None):
                                f"{', '.join(map(str, scale.lambdas))}")
         if count is not None and len(vals) != count:
             _fail(name, value, f"needs exactly {count} λ")
+        if len(vals) < at_least:
+            _fail(name, value, f"needs at least {at_least} λ (a BD-rate needs {at_least} points per curve)")
         return vals
-    check.doc = (f"exactly {count} " if count else "comma-separated ") + "λ of the scale, or None (the chapter's default)"
+    check.doc = ((f"exactly {count} " if count else "comma-separated ") + "λ of the scale"
+                 + (f", at least {at_least}" if at_least > 1 else "") + ", or None (the chapter's default)")
     return check
 
 
@@ -199,7 +203,7 @@ CHECKS = {
                 "ratios": numbers(0, 1, open_lo=True, open_hi=True), "criteria": names(_criteria),
                 "finetune_steps": integer(0, optional=True), "estimate_iters": integer(1, optional=True),
                 "estimate_crops": integer(1)},
-    "02_luo": {**COMMON, "archs": names(ARCHS), "lambdas": lambdas(), "target": number(0, 1, True, True),
+    "02_luo": {**COMMON, "archs": names(ARCHS), "lambdas": lambdas(at_least=2), "target": number(0, 1, True, True),
                "strength": number(0, open_lo=True), "other_strengths": numbers(0, open_lo=True, allow_empty=True),
                "resrep_steps": integer(0, optional=True), "finetune_steps": integer(0, optional=True)},
     "03_yin": {**COMMON, "archs": names(_yin_archs), "variants": names(_yin_variants),

@@ -49,6 +49,13 @@ def test_a_bad_parameter_is_one_line_exit_2_and_runs_nothing(args, message, caps
     assert not (runs_dir(get_scale("smoke")) / "executing").exists()
 
 
+def test_luo_refuses_a_single_lambda_before_running(capsys, tmp_zoo):
+    """02's BD-rates need two λ per curve: one λ is refused up front, not by a crash in cell 9."""
+    assert book.main(["run", "02_luo", "--scale", "smoke", "-p", "lambdas=0.0067"]) == 2
+    assert "needs at least 2 λ" in capsys.readouterr().err
+    assert params.check("02_luo", {"scale": "smoke", "lambdas": "0.0067,0.025"}).lambdas == [0.0067, 0.025]
+
+
 def test_every_chapter_is_checked_before_the_first_one_runs(capsys, tmp_zoo):
     assert book.main(["run", "all", "--scale", "smoke", "-p", "variants=gates"]) == 2  # only 03_yin has it...
     assert "has no parameter 'variants'" in capsys.readouterr().err  # ...so 00_baselines refuses it first
