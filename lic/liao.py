@@ -220,7 +220,7 @@ def prune_decoder(model, ratio: float, scores: dict) -> dict:
 
 
 def sweep(base, lmbda: float, criteria: dict, ratios, x0, data, images, scale, run_dir,
-          finetune_steps: int, y_time: torch.Tensor, progress=True, keep=None) -> list:
+          finetune_steps: int, y_time: torch.Tensor, progress=True, keep=None, scores=None) -> list:
     """The chapter's experiment for one base model: for every criterion and ratio, prune a copy,
     measure it before fine-tuning (forward pass), fine-tune g_s only (encoder and entropy models
     frozen: the bitstream does not change), and measure it again with real bitstreams.
@@ -229,7 +229,9 @@ def sweep(base, lmbda: float, criteria: dict, ratios, x0, data, images, scale, r
     so a rerun rebuilds the same architecture and loads its state). Encode, decode and g_s times
     of all the models come from one interleaved run after the sweep (:func:`time_interleaved`),
     so machine noise hits every variant alike. Returns one row per (criterion, ratio), plus r = 0;
-    ``keep`` (a dict), when given, receives the models: {(criterion, ratio): model}.
+    ``keep`` (a dict), when given, receives the models: {(criterion, ratio): model}. ``scores``
+    ({criterion: :func:`channel_scores` of ``base`` on ``x0``}), when given, are used instead of
+    estimating those criteria again (the activation range takes minutes at ``cpu``).
     """
     import copy
     from pathlib import Path
@@ -239,7 +241,7 @@ def sweep(base, lmbda: float, criteria: dict, ratios, x0, data, images, scale, r
     from .zoo import fingerprint
 
     run_dir = Path(run_dir) / fingerprint(base)  # a retrained base model starts afresh
-    scores = {name: channel_scores(base, fn, x0) for name, fn in criteria.items()}
+    scores = {name: (scores or {}).get(name) or channel_scores(base, fn, x0) for name, fn in criteria.items()}
     full = decoder_parameters(base)
 
     def measure(model, name, ratio, before=None, kept=None):
