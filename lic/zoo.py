@@ -397,7 +397,9 @@ def adopt(source, scale: Scale, archs=None, force=False, root=None) -> list:
         if not check["bd_rate"] < 0 and not force:
             raise CheckpointError(
                 f"{arch}: the trial does not need fewer bits than the current zoo on the validation images "
-                f"({', '.join(check['images'])}): BD-rate {check['bd_rate']:+.2f} %. Keep the current models, "
+                f"({', '.join(check['images'])}): BD-rate "
+                + (f"{check['bd_rate']:+.2f} %" if check["bd_rate"] == check["bd_rate"] else "n/a (the curves overlap too little)")
+                + ". Keep the current models, "
                 f"or adopt anyway with `python -m lic.zoo adopt {source} --scale {scale.name} --arch {arch} --force`")
         checks[arch] = {k: check[k] for k in ("images", "bd_rate")} | {"forced": bool(force and not check["bd_rate"] < 0)}
     for name, e in sorted(chosen.items()):

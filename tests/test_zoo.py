@@ -149,6 +149,9 @@ def test_adopt_takes_a_trials_models_and_refuses_a_corrupt_one(tmp_zoo, monkeypa
     with pytest.raises(zoo.CheckpointError, match=r"validation images \(astronaut, coffee\): BD-rate \+3.00 %.*--force"):
         zoo.main(["adopt", str(tmp_zoo / "trial2"), "--scale", "smoke"])
     assert zoo.superseded(smoke) == {}  # refused: nothing replaced
+    monkeypatch.setattr(zoo, "validation_bd", lambda *a, **k: {**real_bd(*a, **k), "bd_rate": float("nan")})
+    with pytest.raises(zoo.CheckpointError, match=r"BD-rate n/a \(the curves overlap too little\).*--force"):
+        zoo.adopt(tmp_zoo / "trial2", smoke)  # no BD-rate is no evidence: refused too
     assert zoo.main(["adopt", str(tmp_zoo / "trial2"), "--scale", "smoke", "--force"]) == 0
     old = zoo.superseded(smoke)
     assert {e["validation"]["images"][0] for e in old.values()} == {"astronaut"}  # decided on validation images
