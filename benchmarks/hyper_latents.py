@@ -33,6 +33,7 @@ def main(argv=None):
     scale = get_scale(args.scale)
     cfg, _ = luo.stage_configs(scale, scale.lambdas[0], 100, 100)
     images = train_set(scale)
+    results = {}
     print(f"cpu {cpu_model()}  threads {torch.get_num_threads()}  batch {cfg.batch}x{cfg.crop}²  "
           f"{args.steps} steps x {args.repeats} repeats, interleaved")
     for arch in args.arch or ["bmshj2018-hyperprior", "cheng2020-attn"]:
@@ -61,6 +62,8 @@ def main(argv=None):
             print(f"{arch:22s} {k:8s}: {med[k]:.3f} s/step  ({', '.join(f'{t:.3f}' for t in v)})")
         print(f"{arch:22s} images / latents = {med['images'] / med['latents']:.2f}x; computing the latents of "
               f"all {len(images)} images and their mirrors once ≈ {pool_s:.0f} s")
+        results[arch] = {"s_per_step": med, "runs": times, "ratio": med["images"] / med["latents"], "pool_s": pool_s}
+    return results
 
 
 if __name__ == "__main__":
