@@ -285,6 +285,11 @@ class ImageFolder(torch.utils.data.Dataset):
     def batch(self, n: int, crop=None) -> torch.Tensor:
         return torch.stack([self.sample(crop) for _ in range(n)])
 
+    def shape(self, n: int, crop=None) -> tuple:
+        """The shape of ``batch(n, crop)``."""
+        crop = crop or self.crop
+        return (n, 3, crop, crop)
+
     def state(self):
         return self.rng.getstate()
 

@@ -18,7 +18,7 @@ Here:
   removed, at most ``per_update`` more than before, at least ``min_keep`` channels per layer.
 - :class:`RatePath` — training the hyper path with the main path (and any context model) frozen:
   the distortion does not depend on the hyper path, so the loss is the rate of y and z only and
-  g_s is never run.
+  g_s is never run; :class:`Latents` — its training data, y of the training images computed once.
 - :func:`erhp`, :func:`uniform` — the chapter's two pruning procedures, resumable.
 
 Adam normalises gradients, but only down to its ε (1e-8): a masked row, whose gradient is the
@@ -30,11 +30,14 @@ the chapter shows what that removal costs before fine-tuning.
 from __future__ import annotations
 
 import copy
+import random
 from pathlib import Path
 
+import numpy as np
 import torch
 from compressai.models import MeanScaleHyperprior
 from torch import nn
+from tqdm import tqdm
 
 from . import surgery
 from .train import Hook, TrainConfig, train
@@ -261,16 +264,25 @@ def merge(model) -> dict:
 class RatePath(nn.Module):
     """The model's rate with g_a frozen and g_s not run: ``forward`` returns the likelihoods of y
     and z as the model's own ``forward`` computes them, and ``x_hat=None`` (the distortion does not
-    depend on the hyper path, so :func:`lic.train.rd_loss` counts only the rate)."""
+    depend on the hyper path, so :func:`lic.train.rd_loss` counts only the rate).
 
-    def __init__(self, model):
+    The input is an image batch (N×3×H×W), or y itself (N×M×h×w, e.g. from :class:`Latents`):
+    then ``num_pixels`` gives rd_loss the image's pixel count, ``stride``² per latent position."""
+
+    def __init__(self, model, stride: int = 16):
         super().__init__()
         self.model = model
+        self.stride = stride
 
     def forward(self, x):
         m = self.model
-        with torch.no_grad():
-            y = m.g_a(x)
+        out = {}
+        if x.shape[1] == 3:
+            with torch.no_grad():
+                y = m.g_a(x)
+        else:
+            y = x
+            out["num_pixels"] = y.shape[-2] * y.shape[-1] * self.stride ** 2
         z = m.h_a(y if isinstance(m, MeanScaleHyperprior) else torch.abs(y))
         z_hat, z_lik = m.entropy_bottleneck(z)
         params = m.h_s(z_hat)
@@ -283,10 +295,68 @@ class RatePath(nn.Module):
             _, y_lik = gc(y, scales, means=means)
         else:
             _, y_lik = gc(y, params)
-        return {"x_hat": None, "likelihoods": {"y": y_lik, "z": z_lik}}
+        return {"x_hat": None, "likelihoods": {"y": y_lik, "z": z_lik}, **out}
 
     def aux_loss(self):
         return self.model.aux_loss()
+
+
+class Latents:
+    """Training data of a hyper path under a frozen g_a, with :class:`lic.data.ImageFolder`'s
+    interface: y = g_a(image) of every training image and of its mirror image, computed once, on
+    the first ``batch``; ``batch(n, crop)`` returns random windows of crop/16 × crop/16 latents.
+
+    g_a is frozen, so running it every step recomputes the same values, and it is most of the
+    step's work (≈ 80 % for bmshj2018-hyperprior, ≈ 87 % for cheng2020-attn at the cpu scale:
+    ``benchmarks/hyper_latents.py``). A window is y of a 16-pixel-aligned image crop, up to g_a's
+    receptive field at the crop's edges: a crop computed on its own sees zero padding there, a
+    window sees the rest of the image."""
+
+    def __init__(self, g_a, images: list, stride: int = 16, seed: int = 0, progress=True, desc="latents"):
+        self.g_a, self.images, self.stride = g_a, images, stride
+        self.rng = random.Random(seed)
+        self.progress, self.desc = progress, desc
+        self._y = None
+        with torch.no_grad():
+            self.channels = g_a(torch.zeros(1, 3, stride * 4, stride * 4)).shape[1]
+
+    @classmethod
+    def of(cls, model, data, **kw) -> "Latents":
+        """The latents of ``model``'s g_a on the images of ``data`` (an ImageFolder)."""
+        return cls(model.g_a, data.images, **kw)
+
+    @torch.no_grad()
+    def _latents(self) -> list:
+        if self._y is None:
+            self._y = []
+            for img in tqdm(self.images, desc=self.desc, disable=not self.progress, mininterval=2):
+                x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div(255.0)[None]
+                for im in (x, x.flip(-1)):
+                    self._y.append(self.g_a(im)[0].contiguous())
+        return self._y
+
+    def shape(self, n: int, crop: int) -> tuple:
+        """The shape of ``batch(n, crop)``."""
+        return (n, self.channels, crop // self.stride, crop // self.stride)
+
+    def sample(self, crop: int) -> torch.Tensor:
+        ys, k = self._latents(), crop // self.stride
+        y = ys[self.rng.randrange(len(ys))]
+        h, w = y.shape[-2:]
+        if h < k or w < k:
+            y = nn.functional.pad(y[None], (0, max(0, k - w), 0, max(0, k - h)), mode="replicate")[0]
+            h, w = y.shape[-2:]
+        i, j = self.rng.randrange(h - k + 1), self.rng.randrange(w - k + 1)
+        return y[:, i:i + k, j:j + k]
+
+    def batch(self, n: int, crop: int) -> torch.Tensor:
+        return torch.stack([self.sample(crop) for _ in range(n)])
+
+    def state(self):
+        return self.rng.getstate()
+
+    def set_state(self, state):
+        self.rng.setstate(state)
 
 
 def _train_hyper(model, data, cfg, checkpoint, hooks=(), progress=True, desc="hyper path"):
@@ -311,7 +381,8 @@ def stage_configs(scale, lmbda, steps: int, finetune_steps: int):
 def erhp(base, lmbda, data, scale, run_dir, steps: int, finetune_steps: int, target=0.7,
          strength=1e-9, every=None, per_update=None, min_keep=1, progress=True, tag=""):
     """ERHP on a copy of ``base``: compactors, ResRep training of the hyper path (main path frozen),
-    merge and removal, fine-tuning. Resumable per stage.
+    merge and removal, fine-tuning. Resumable per stage. ``data``: the training images (an
+    :class:`lic.data.ImageFolder`) or, faster, their :class:`Latents`.
 
     Returns (fine-tuned model, merged model before fine-tuning, info: kept channels, widths, mask
     schedule, norms the removed rows still had)."""
@@ -425,15 +496,18 @@ def experiment(base, arch: str, lmbda: float, data, images, scale, run_dir, step
     - ``original + training``: all channels, same budget (is a gain only the extra training?);
     - ``ERHP (β=…)``: ERHP again with each lasso strength in ``other_strengths`` (an ablation).
 
-    Encode and decode times of all of them come from one interleaved run at the end. ``keep`` (a
-    dict), when given, receives the models: {(arch, λ, variant): model}.
+    Every variant trains its hyper path on the same latents of ``base``'s g_a, computed once
+    (:class:`Latents`). Encode and decode times of all of them come from one interleaved run at the
+    end. ``keep`` (a dict), when given, receives the models: {(arch, λ, variant): model}.
     """
     from .evaluate import evaluate
     from .zoo import fingerprint
 
-    run_dir = Path(run_dir) / arch / fingerprint(base)  # a retrained base model starts afresh
+    # a retrained base model starts afresh; "latents": states trained on images every step are not resumed
+    run_dir = Path(run_dir) / arch / f"{fingerprint(base)}-latents"
     common = dict(arch=arch, **{"lambda": lmbda})
     rows = [_measure(base, images, scale, "original", **common)]  # measurements are kept: a rerun resumes
+    data = Latents.of(base, data, progress=progress, desc=f"latents {arch} λ={lmbda}")  # every variant's g_a
     models = {"original": base}
     for i, beta in enumerate([strength, *other_strengths]):
         variant, tag = ("ERHP", "") if i == 0 else (f"ERHP (β={beta:g})", f"-beta{beta:g}")

@@ -729,26 +729,15 @@ def claims_for(t3, t5, t6, exact_diff: float, paper3, paper4, paper5, paper6, pa
 
 
 def main(argv=None) -> int:
-    import argparse
-    import sys
-
-    from .precision import PRECISIONS
+    from .cli import check_lambdas, train_parser
     from .scales import get_scale
 
-    ap = argparse.ArgumentParser(prog="python -m lic.tao", description="train the chapter's supernets")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("train", help="train (or resume) missing supernets")
-    t.add_argument("--scale", default="cpu", choices=("smoke", "cpu", "paper"))
+    ap, _, t = train_parser("python -m lic.tao", "train the chapter's supernets", "train (or resume) missing supernets")
     t.add_argument("--lmbda", type=float, action="append", help="repeatable; default: the scale's quality levels")
-    t.add_argument("--data", default=None)
-    t.add_argument("--precision", choices=PRECISIONS, default=None)
     args = ap.parse_args(argv)
     scale = get_scale(args.scale)
+    check_lambdas(ap, args.lmbda, scale)
     for lmbda in args.lmbda or scale.slim_lambdas:
-        if lmbda not in scale.lambdas:
-            print(f"error: λ={lmbda} is not one of the zoo's λ at {scale.name}: {', '.join(map(str, scale.lambdas))}",
-                  file=sys.stderr)
-            return 2
         get(scale, lmbda, root=args.data, precision=args.precision)
         print("trained", model_name(lmbda), "->", models_dir(scale))
     return 0

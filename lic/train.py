@@ -93,10 +93,13 @@ def rd_loss(out, x, lmbda):
     ``lmbda`` is ignored; the loss is the mean over images. A codec with its own distortion
     (Toderici's RNN codec: mean L1 of the residual over iterations, :mod:`lic.models.rnn`) returns
     it per image as ``out["distortion"]``; it replaces λ·255²·MSE (``mse`` is still reported).
+    A model whose input is not the image (a hyper path trained on cached latents,
+    :class:`lic.luo.Latents`) gives the image's pixel count as ``out["num_pixels"]``.
     """
     n, _, h, w = x.shape
+    pixels = out.get("num_pixels") or h * w
     bits = torch.stack([torch.log(lik.float()).flatten(1).sum(1) for lik in out["likelihoods"].values()]).sum(0)
-    bpp_i = bits / (-math.log(2) * h * w)
+    bpp_i = bits / (-math.log(2) * pixels)
     if out["x_hat"] is None:
         mse_i = torch.zeros_like(bpp_i)
     else:
@@ -219,9 +222,10 @@ def _step(model, x, opt, aux_opt, main_params, cfg, hooks, loop, step):
     return terms
 
 
-def _measurer(model, main_params, aux_params, cfg, batch, crop, warmup=2, steps=5):
+def _measurer(model, main_params, aux_params, cfg, batch, crop, data_shape, warmup=2, steps=5):
     """``measure(loop, best)`` for :func:`lic.precision.choose`: median seconds of ``steps`` steps
-    (after ``warmup``) of a copy of ``model`` on random batches of the real shape, with throwaway
+    (after ``warmup``) of a copy of ``model`` on random batches of the real shape (``data_shape(n,
+    crop)``, the training data's ``shape``), with throwaway
     optimizers and every RNG restored, so calibrating leaves the run exactly as it was. A loop
     whose first warm-up step alone takes over 3x the best median so far is not timed further."""
     names = {id(p): n for n, p in model.named_parameters()}
@@ -235,7 +239,7 @@ def _measurer(model, main_params, aux_params, cfg, batch, crop, warmup=2, steps=
         aux_opt = torch.optim.Adam(aux, lr=cfg.aux_lr) if aux else None
         times = []
         with torch.random.fork_rng(devices=[]), prec.running(twin, loop) as to_format:
-            x = to_format(torch.rand(batch, 3, crop, crop))
+            x = to_format(torch.rand(data_shape(batch, crop)))
             for i in range(warmup + steps):
                 t0 = time.perf_counter()
                 _step(twin, x, opt, aux_opt, main, cfg, (), loop, 0)
@@ -251,7 +255,8 @@ def train(model, data, cfg: TrainConfig, checkpoint=None, hooks=(), params=None,
     """Train ``model`` in place for ``cfg.steps`` steps; resume from ``checkpoint`` if it exists.
 
     Args:
-        data: a :class:`lic.data.ImageFolder` (its ``batch(n, crop)`` gives training patches).
+        data: a :class:`lic.data.ImageFolder` (its ``batch(n, crop)`` gives training patches, of
+            shape ``shape(n, crop)``), or anything with that interface, e.g. :class:`lic.luo.Latents`.
         checkpoint: path of the resumable checkpoint (written every ``cfg.checkpoint_every`` steps
             and at the end); ``None`` disables checkpointing. It resumes under any precision.
         hooks: :class:`Hook` objects adding loss terms or editing gradients.
@@ -320,7 +325,7 @@ def train(model, data, cfg: TrainConfig, checkpoint=None, hooks=(), params=None,
                 continue
             loop, times, how = prec.choose(
                 model, batch, crop, end - step, precision=precision, channels_last=cfg.channels_last,
-                trained=trained, measure=_measurer(model, main_params, aux_params, cfg, batch, crop))
+                trained=trained, measure=_measurer(model, main_params, aux_params, cfg, batch, crop, data.shape))
             loops.append({"from_step": step, "loop": loop.name, "how": how, "s_per_step": times,
                           "cpu": prec.cpu_model(), "torch": str(torch.__version__)})
             (tqdm.write if progress else lambda m: None)(f"{desc}: {prec.describe(loop, times, how)}")

@@ -412,20 +412,14 @@ def claims_for(res, bd_table, store, sparsity_mean: float, monotone: dict, paper
 
 
 def main(argv=None) -> int:
-    import argparse
-
-    from .precision import PRECISIONS
+    from .cli import train_parser
     from .scales import get_scale
 
-    ap = argparse.ArgumentParser(prog="python -m lic.yin", description="train the chapter's variable-rate models")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("train", help="train (or resume) missing models")
-    t.add_argument("--scale", default="cpu", choices=("smoke", "cpu", "paper"))
+    ap, _, t = train_parser("python -m lic.yin", "train the chapter's variable-rate models",
+                             "train (or resume) missing models")
     t.add_argument("--arch", action="append", choices=ARCHS, help="repeatable; default: all three")
     t.add_argument("--variant", action="append", choices=VARIANTS, help="repeatable; default: both")
     t.add_argument("--target", type=float, default=TARGET_SPARSITY, help="target sparsity α_t of ecg+bm")
-    t.add_argument("--data", default=None)
-    t.add_argument("--precision", choices=PRECISIONS, default=None)
     args = ap.parse_args(argv)
     scale = get_scale(args.scale)
     for arch in args.arch or ARCHS:

@@ -703,23 +703,18 @@ def claims_for(t1, t2, eager, dynamic_touched, fx_rows, paper1, paper2) -> list:
 
 
 def main(argv=None) -> int:
-    import argparse
     import sys
 
-    from .precision import PRECISIONS
-    from .scales import SCALES, get_scale
+    from .cli import train_parser
+    from .scales import get_scale
 
-    ap = argparse.ArgumentParser(prog="python -m lic.yu", description="train the chapter's two codecs")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("train", help="train (or resume) the codecs")
-    t.add_argument("--scale", default="cpu", choices=tuple(SCALES))
+    ap, _, t = train_parser("python -m lic.yu", "train the chapter's two codecs", "train (or resume) the codecs")
     t.add_argument("--codec", choices=CODECS, action="append", help="default: both, one after the other")
-    t.add_argument("--precision", choices=PRECISIONS, default=None)
     args = ap.parse_args(argv)
     scale = get_scale(args.scale)
     for codec in args.codec or CODECS:
         t0 = time.time()
-        get(codec, scale, precision=args.precision)
+        get(codec, scale, root=args.data, precision=args.precision)
         print(f"{codec}: ready ({time.time() - t0:.0f} s)", file=sys.stderr)
     return 0
 

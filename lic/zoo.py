@@ -13,7 +13,6 @@ is wrong for pruned models; entropy-coder tables are not stored (``update()`` re
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -27,7 +26,7 @@ from compressai.models import (Cheng2020Attention, JointAutoregressiveHierarchic
 
 from . import data as lic_data
 from .evaluate import evaluate
-from .precision import PRECISIONS
+from .cli import check_lambdas, train_parser
 from .scales import ARCHS, PAPER_QUALITY, SCALES, Scale, check_choice, get_scale
 from .surgery import channel_config, resize_to
 from .train import TrainConfig, train
@@ -536,18 +535,11 @@ def claims_for(bd, mean_vs_bmshj, train_speed, bars) -> list:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lic.zoo", description="train or list base models")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("train", help="train (or resume) every missing model")
-    t.add_argument("--scale", default="cpu", choices=tuple(SCALES))
+    ap, sub, t = train_parser("python -m lic.zoo", "train or list base models")
     t.add_argument("--arch", action="append", choices=ARCHS, help="repeatable; default: all")
     t.add_argument("--lmbda", type=float, action="append", help="repeatable; default: all")
-    t.add_argument("--data", default=None, help="data root (default: $LIC_DATA)")
     t.add_argument("--steps", type=int, help="steps of the middle λ from scratch (default: the scale's)")
     t.add_argument("--finetune-steps", type=int, help="steps of each other λ (default: the scale's)")
-    t.add_argument("--precision", choices=PRECISIONS, default=None,
-                   help="training loop: fp32, bf16 (autocast) or auto (the fastest measured here; "
-                        "default: $LIC_PRECISION, else auto)")
     ls = sub.add_parser("list", help="print the manifest and each family's BD-rate vs WebP")
     ls.add_argument("--scale", default="cpu", choices=tuple(SCALES))
     ad = sub.add_parser("adopt", help="copy the finished models of another zoo (a schedule trial) into this one")
@@ -563,9 +555,7 @@ def main(argv=None) -> int:
     ck.add_argument("--data", default=None, help="data root (default: $LIC_DATA)")
     args = ap.parse_args(argv)
     scale = get_scale(args.scale)
-    bad = [l for l in (getattr(args, "lmbda", None) or []) if l not in scale.lambdas]
-    if bad:
-        ap.error(f"λ={bad[0]} is not a λ of scale {scale.name}; valid: {', '.join(map(str, scale.lambdas))}")
+    check_lambdas(ap, getattr(args, "lmbda", None), scale)
     if args.cmd == "check-fp16":
         found = check_stored_fp16(scale, args.states, root=args.data)
         for name, c in found.items():

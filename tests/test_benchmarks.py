@@ -48,3 +48,12 @@ def test_tiles_times_every_variant_against_the_dense_transform(capsys):
     assert set(med) == {"block 64: C5 tiled", "block 64: C3 tiled", "block 64: random mixed map", "C5 dense", "C3 dense"}
     assert all(v > 0 for v in med.values())
     assert "vs C5 dense" in capsys.readouterr().out
+
+
+def test_hyper_latents_times_both_sources_in_one_run(capsys):
+    r = _script("hyper_latents").main(["--scale", "smoke", "--steps", "1", "--repeats", "2",
+                                       "--arch", "bmshj2018-hyperprior"])
+    row = r["bmshj2018-hyperprior"]
+    assert set(row["runs"]) == {"images", "latents"} and all(len(v) == 2 for v in row["runs"].values())
+    assert row["ratio"] == pytest.approx(row["s_per_step"]["images"] / row["s_per_step"]["latents"])
+    assert "images / latents" in capsys.readouterr().out

@@ -126,6 +126,60 @@ def test_rate_path_equals_the_models_own_likelihoods(arch, smoke):
     assert uses_channels_last(luo.RatePath(model)) == (arch != "cheng2020-attn")
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_training_on_cached_latents_is_training_on_the_images(arch, smoke):
+    """An image the size of the crop: its latent window is the whole y, so the rate path on
+    Latents gives the same likelihoods, bpp and loss as on the image (or its mirror image)."""
+    import numpy as np
+
+    from lic.data import ImageFolder
+
+    torch.manual_seed(0)
+    model = zoo.build_for(arch, smoke).eval()
+    img = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    data = ImageFolder([img], crop=64)
+    lat = luo.Latents.of(model, data, progress=False)
+    assert lat._y is None  # nothing computed before the first batch (a finished resume costs nothing)
+    batch = lat.batch(6, 64)
+    assert batch.shape == lat.shape(6, 64) == (6, model.g_a(torch.zeros(1, 3, 64, 64)).shape[1], 4, 4)
+    x = torch.from_numpy(img).permute(2, 0, 1).float().div(255)[None]
+    rate = luo.RatePath(model).eval()
+    with torch.no_grad():
+        views = {"image": x, "mirror": x.flip(-1)}
+        seen = set()
+        for y in batch:
+            y = y[None]
+            match = [k for k, v in views.items() if torch.equal(model.g_a(v), y)]
+            assert match, "a latent window is neither the image's y nor its mirror's"
+            seen.add(match[0])
+            on_lat, on_img = rate(y), rate(views[match[0]])
+            for k in ("y", "z"):
+                assert torch.allclose(on_lat["likelihoods"][k], on_img["likelihoods"][k], atol=1e-6)
+            a, b = rd_loss(on_lat, y, 0.01), rd_loss(on_img, views[match[0]], 0.01)
+            assert torch.allclose(a["bpp"], b["bpp"], rtol=1e-6) and a["bpp"] > 0
+    assert seen == {"image", "mirror"}
+
+
+def test_latent_windows_are_random_crops_of_y(smoke):
+    import numpy as np
+
+    from lic.data import ImageFolder
+
+    model = zoo.build_for("bmshj2018-hyperprior", smoke).eval()
+    img = (np.random.default_rng(1).random((96, 160, 3)) * 255).astype(np.uint8)
+    lat = luo.Latents.of(model, ImageFolder([img], crop=64), seed=3, progress=False)
+    with torch.no_grad():
+        x = torch.from_numpy(img).permute(2, 0, 1).float().div(255)[None]
+        y, mirror = model.g_a(x)[0], model.g_a(x.flip(-1))[0]
+    ys = {(lat.sample(32).numpy().tobytes()) for _ in range(40)}
+    windows = {v[:, i:i + 2, j:j + 2].numpy().tobytes() for v in (y, mirror) for i in range(5) for j in range(9)}
+    assert ys <= windows and len(ys) > 10
+    state = lat.state()
+    first = lat.batch(3, 32)
+    lat.set_state(state)
+    assert torch.equal(lat.batch(3, 32), first)  # resumable like ImageFolder
+
+
 def test_mask_schedule_reaches_its_target_in_steps_and_keeps_min(smoke):
     model = luo.add_compactors(zoo.build_for("bmshj2018-hyperprior", smoke))
     with torch.no_grad():
