@@ -222,10 +222,10 @@ def _step(model, x, opt, aux_opt, main_params, cfg, hooks, loop, step):
     return terms
 
 
-def _measurer(model, main_params, aux_params, cfg, batch, crop, data_shape, warmup=2, steps=5):
+def _measurer(model, main_params, aux_params, cfg, batch, crop, data_shape=None, warmup=2, steps=5):
     """``measure(loop, best)`` for :func:`lic.precision.choose`: median seconds of ``steps`` steps
     (after ``warmup``) of a copy of ``model`` on random batches of the real shape (``data_shape(n,
-    crop)``, the training data's ``shape``), with throwaway
+    crop)``, the training data's ``shape``; default: images), with throwaway
     optimizers and every RNG restored, so calibrating leaves the run exactly as it was. A loop
     whose first warm-up step alone takes over 3x the best median so far is not timed further."""
     names = {id(p): n for n, p in model.named_parameters()}
@@ -239,7 +239,7 @@ def _measurer(model, main_params, aux_params, cfg, batch, crop, data_shape, warm
         aux_opt = torch.optim.Adam(aux, lr=cfg.aux_lr) if aux else None
         times = []
         with torch.random.fork_rng(devices=[]), prec.running(twin, loop) as to_format:
-            x = to_format(torch.rand(data_shape(batch, crop)))
+            x = to_format(torch.rand(data_shape(batch, crop) if data_shape else (batch, 3, crop, crop)))
             for i in range(warmup + steps):
                 t0 = time.perf_counter()
                 _step(twin, x, opt, aux_opt, main, cfg, (), loop, 0)
