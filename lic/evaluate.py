@@ -157,6 +157,14 @@ def summarize(model, images, repeats=1, timed=None, height=512, width=768, progr
 MEASUREMENT_VERSION = 1
 
 
+def _cache_key(model, images, kwargs: dict, version: int) -> dict:
+    from .weights import fingerprint
+
+    return {"fingerprint": fingerprint(model), "images": [name for name, _ in images],
+            "args": {k: v for k, v in sorted(kwargs.items()) if k not in ("progress", "desc")},
+            "version": version}
+
+
 def summarize_cached(model, images, cache_dir, version=MEASUREMENT_VERSION, **kwargs) -> dict:
     """:func:`summarize`, kept in ``cache_dir`` as one JSON file per key: the model's weight
     fingerprint, the image names, the arguments and the measurement ``version``. Every chapter
@@ -164,11 +172,7 @@ def summarize_cached(model, images, cache_dir, version=MEASUREMENT_VERSION, **kw
     chapter asks, and a rerun after a kill measures only what is new."""
     import hashlib
 
-    from .weights import fingerprint
-
-    key = {"fingerprint": fingerprint(model), "images": [name for name, _ in images],
-           "args": {k: v for k, v in sorted(kwargs.items()) if k not in ("progress", "desc")},
-           "version": version}
+    key = _cache_key(model, images, kwargs, version)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     cache = Path(cache_dir) / f"{key['fingerprint']}-{digest}.json"
     if cache.exists():
@@ -181,6 +185,28 @@ def summarize_cached(model, images, cache_dir, version=MEASUREMENT_VERSION, **kw
     tmp.write_text(json.dumps({"key": key, "row": row}))
     tmp.replace(cache)
     return row
+
+
+def fingerprintable(model) -> bool:
+    """Whether :func:`lic.weights.fingerprint` can hash ``model``'s state: plain tensors only (an
+    int8 model's packed weights are not)."""
+    return all(isinstance(v, torch.Tensor) and not v.is_quantized for v in model.state_dict().values())
+
+
+def quality_cached(model, images, cache_dir, version=MEASUREMENT_VERSION) -> dict:
+    """Real-bitstream quality and rate of ``model`` on ``images`` (the row's ``psnr``, ``ms_ssim``,
+    ``bpp``, ...): any row :func:`summarize_cached` keeps for these weights, images and ``version``,
+    whichever chapter measured it and with whatever timing or MAC arguments (quality and rate do not
+    depend on them); else measured once, untimed, and kept. A model that cannot be fingerprinted
+    (:func:`fingerprintable`) is measured every time."""
+    if not fingerprintable(model):
+        return evaluate(model, images, real=True, timed=0, progress=False)["mean"]
+    want = _cache_key(model, images, {}, version)
+    for path in sorted(Path(cache_dir).glob(f"{want['fingerprint']}-*.json")):
+        stored = json.loads(path.read_text())
+        if all(stored.get("key", {}).get(k) == want[k] for k in ("fingerprint", "images", "version")):
+            return stored["row"]
+    return summarize_cached(model, images, cache_dir, version=version, repeats=1, timed=0, progress=False)
 
 
 def parameter_count(module) -> int:

@@ -27,7 +27,8 @@ from tqdm import tqdm
 
 from . import points
 from .data import pad_to, to_tensor
-from .evaluate import MIN_SIZE, PAD, bd, evaluate, interleaved_times, parameter_count, serialized_bytes
+from .evaluate import (MIN_SIZE, PAD, bd, evaluate, interleaved_times, parameter_count, quality_cached,
+                       serialized_bytes)
 
 CHAPTERS = ("00_baselines", "01_liao", "02_luo", "03_yin", "04_yu", "05_tao")
 ZOO = "zoo"           # the method name of the base models (00_baselines' points)
@@ -70,14 +71,18 @@ def path_macs(model, x, scale: float = 1.0) -> dict:
     return {"encode_macs": round(encode * scale), "decode_macs": round(c.get_total_flops() // 2 * scale)}
 
 
-def measure(entries: list, images, scale, root=None, timed=3, repeats=None, progress=True) -> list:
-    """One row per point (see the module's docstring), all timed in one interleaved run."""
+def measure(entries: list, images, scale, root=None, timed=3, repeats=None, progress=True, cache_dir=None) -> list:
+    """One row per point (see the module's docstring), all timed in one interleaved run. With
+    ``cache_dir`` (``runs/<scale>/measured``), quality and rate come from what a chapter already
+    measured for the same weights (:func:`lic.evaluate.quality_cached`): a rerun after a kill, or a
+    point its chapter measured, costs only its timing."""
     models, rows = {}, []
     x = pad_to(mac_picture(images, scale.mac_size, scale.mac_size), PAD, MIN_SIZE)[0]
     per_area = MAC_AREA / (x.shape[-2] * x.shape[-1])
     for e in tqdm(entries, desc="operating points", disable=not progress):
         m = points.stack(e["stack"], scale, root) if "stack" in e else points.load(e, scale, root)
-        r = evaluate(m, images, real=True, timed=0, progress=False)["mean"]
+        r = (quality_cached(m, images, cache_dir) if cache_dir is not None
+             else evaluate(m, images, real=True, timed=0, progress=False)["mean"])
         ref = getattr(m, "mac_reference", m)  # an int8 model: MACs and parameters of its float twin
         rows.append({k: e[k] for k in ("chapter", "name", "method", "arch", "lambda", "variant")}
                     | {"parts": [p["name"] for p in e.get("stack", [])], "psnr": r["psnr"], "ms_ssim": r["ms_ssim"],

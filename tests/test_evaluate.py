@@ -146,3 +146,31 @@ def test_summarize_cached_measures_each_model_once(smoke, tmp_path, monkeypatch)
     ev.summarize_cached(model, images, cache, height=128, width=128, progress=False,
                         version=ev.MEASUREMENT_VERSION + 1)
     assert len(calls) == 4 and len(list(cache.glob("*.json"))) == 4
+
+
+def test_quality_cached_reuses_any_row_measured_for_the_same_weights(smoke, tmp_path, monkeypatch):
+    from lic import data as lic_data
+
+    images = lic_data.test_images(smoke)[:1]
+    model = zoo.build_for("bmshj2018-hyperprior", smoke)
+    cache = tmp_path / "measured"
+    timed = ev.summarize_cached(model, images, cache, repeats=2, timed=1, height=64, width=64, progress=False)
+    calls = []
+    real = ev.summarize
+    monkeypatch.setattr(ev, "summarize", lambda *a, **k: calls.append(k) or real(*a, **k))
+    got = ev.quality_cached(model, images, cache)  # another chapter's timed row serves
+    assert calls == [] and got == timed
+    with torch.no_grad():  # other weights: measured once, untimed, then kept
+        model.g_s[0].weight.mul_(0.5)
+    other = ev.quality_cached(model, images, cache)
+    assert len(calls) == 1 and calls[0]["timed"] == 0 and {"psnr", "ms_ssim", "bpp"} <= other.keys()
+    assert ev.quality_cached(model, images, cache) == other and len(calls) == 1
+    # another measurement version does not serve
+    ev.quality_cached(model, images, cache, version=ev.MEASUREMENT_VERSION + 1)
+    assert len(calls) == 2
+
+
+def test_an_int8_model_with_packed_weights_is_not_fingerprintable(smoke):
+    q = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(torch.nn.Linear(4, 4)), {torch.nn.Linear})
+    assert not ev.fingerprintable(q)
+    assert ev.fingerprintable(zoo.build_for("bmshj2018-hyperprior", smoke))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lic import evaluate, yin, zoo
-from lic.models.gated import ECG, GatedConv, RateModulator, VariableRate
+from lic.models.gated import GatedConv, RateModulator
 from lic.train import TrainConfig, rd_loss, train
 
 
