@@ -81,3 +81,22 @@ def test_paper_setup_facts_of_compressai_quality_3_decoder():
     m = ScaleHyperprior(128, 192)
     assert liao.decoder_parameters(m) == 1_493_123
     assert round(liao.decoder_macs(m, 256, 384, gdn=False) / 1e6) == 3618
+
+
+def test_sweep_uses_given_scores_instead_of_estimating_them(model, smoke, tmp_path, monkeypatch):
+    from lic import data as lic_data
+
+    data = lic_data.train_set(smoke, seed=0)
+    images = lic_data.test_images(smoke)[:1]
+    given = {"L1-norm": liao.channel_scores(model, liao.l1_norm)}
+    estimated = []
+    real = liao.channel_scores
+    monkeypatch.setattr(liao, "channel_scores", lambda m, fn, x=None: estimated.append(fn) or real(m, fn, x))
+    kept = {}
+    rows = liao.sweep(model, 0.013, {"L1-norm": liao.l1_norm}, [0.5], None, data, images, smoke, tmp_path, 2,
+                      liao.timing_latent(model, images[0][1]), progress=False, keep=kept, scores=given)
+    assert estimated == []  # the given scores were used, not estimated again
+    assert [(r["criterion"], r["ratio"]) for r in rows] == [("unpruned", 0.0), ("L1-norm", 0.5)]
+    assert set(kept) == {("unpruned", 0.0), ("L1-norm", 0.5)}
+    assert rows[1]["decoder_params"] < rows[0]["decoder_params"]
+    assert len(list(tmp_path.rglob("L1-norm-0.50-0.0130.state.pt"))) == 1  # its fine-tune is resumable
