@@ -47,35 +47,61 @@ class StoredModelError(RuntimeError):
     how to get it back."""
 
 
-def save_model(model, path, spec: dict, meta: dict, half=True) -> str:
-    """Store ``model`` as ``{"spec", "state_dict", "meta"}`` (``spec``: what rebuilds it): floating
-    tensors in fp16 with ``half``, entropy models always fp32, coder tables never (``update()``
-    rebuilds them). Returns the file's sha256."""
-    state = {k: v.half() if half and v.is_floating_point() and not is_entropy(k) else v.clone()
-             for k, v in model.state_dict().items() if not is_coder_table(k)}
+def stored_state(model, half=True, keep_fp32=None) -> dict:
+    """``model``'s weights as every chapter stores them: coder tables dropped (``update()`` rebuilds
+    them); with ``half``, floating tensors in fp16 but the entropy models' and those of the keys
+    ``keep_fp32(key)`` names."""
+    def small(k, v):
+        return half and v.is_floating_point() and not is_entropy(k) and not (keep_fp32 and keep_fp32(k))
+    return {k: v.half() if small(k, v) else v.clone() for k, v in model.state_dict().items() if not is_coder_table(k)}
+
+
+def write(payload: dict, path) -> str:
+    """``torch.save(payload)`` to ``path`` atomically (a killed run never leaves half a file); its sha256."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"spec": dict(spec), "state_dict": state, "meta": meta}, tmp)
+    torch.save(payload, tmp)
     os.replace(tmp, path)
     return sha256_of(path)
+
+
+def read(path, sha256=None, hint="") -> dict:
+    """What :func:`write` stored at ``path``, after checking that it exists, matches ``sha256``
+    (from a manifest, when given) and can be read; each failure is one message ending in ``hint``."""
+    path, hint = Path(path), f" {hint}" if hint else ""
+    if not path.is_file():
+        raise StoredModelError(f"checkpoint {path} does not exist.{hint}")
+    if sha256 and sha256_of(path) != sha256:
+        raise StoredModelError(f"checkpoint {path} is corrupt or truncated (sha256 does not match the manifest).{hint}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many kinds for a bad file
+        raise StoredModelError(f"checkpoint {path} cannot be read ({err}).{hint}") from err
+
+
+def fill(model, state: dict, path, hint=""):
+    """``model`` with the stored ``state`` (back in fp32), its coder tables rebuilt, in eval mode.
+    Only coder tables may be missing from ``state``; anything else missing or unexpected is refused."""
+    hint = f" {hint}" if hint else ""
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    missing, unexpected = torch.nn.Module.load_state_dict(model, state, strict=False)
+    missing = [k for k in missing if not is_coder_table(k)]
+    if missing or unexpected:
+        raise StoredModelError(f"checkpoint {path} does not fit {type(model).__name__}: missing {missing[:3]}, "
+                               f"unexpected {unexpected[:3]}.{hint}")
+    model.update(force=True)
+    return model.eval()
+
+
+def save_model(model, path, spec: dict, meta: dict, half=True) -> str:
+    """Store ``model`` as ``{"spec", "state_dict", "meta"}`` (``spec``: what rebuilds it), its weights
+    as :func:`stored_state` keeps them. Returns the file's sha256."""
+    return write({"spec": dict(spec), "state_dict": stored_state(model, half), "meta": meta}, path)
 
 
 def load_model(path, build, sha256=None, hint=""):
     """The model stored by :func:`save_model`, rebuilt with ``build(**spec)``, in fp32 and eval
     mode, its coder tables rebuilt; ``sha256`` (from the manifest) is checked when given."""
-    path, hint = Path(path), f" {hint}" if hint else ""
-    if not path.is_file():
-        raise StoredModelError(f"{path} does not exist.{hint}")
-    if sha256 and sha256_of(path) != sha256:
-        raise StoredModelError(f"{path} is corrupt or truncated (sha256 does not match the manifest).{hint}")
-    ck = torch.load(path, map_location="cpu", weights_only=True)
-    model = build(**ck["spec"])
-    state = {k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()}
-    missing, unexpected = torch.nn.Module.load_state_dict(model, state, strict=False)
-    missing = [k for k in missing if not is_coder_table(k)]
-    if missing or unexpected:
-        raise StoredModelError(f"{path} does not fit {type(model).__name__}: missing {missing[:3]}, "
-                               f"unexpected {unexpected[:3]}.{hint}")
-    model.update(force=True)
-    return model.eval()
+    ck = read(path, sha256, hint)
+    return fill(build(**ck["spec"]), ck["state_dict"], path, hint)

@@ -80,37 +80,16 @@ def build(scale: Scale, lmbda: float, root=None, progress=True) -> SlimMeanScale
 def save(net: SlimMeanScale, path, meta: dict, half=True) -> str:
     """Transforms and hyper path (and the GDN affines) in fp16 with ``half``, entropy models fp32,
     as the zoo stores its models. Returns the file's sha256."""
-    state = {}
-    for k, v in net.state_dict().items():
-        if k.rsplit(".", 1)[-1] in zoo.CODER_TABLES:
-            continue
-        small = half and v.is_floating_point() and not zoo._is_entropy(k)
-        state[k] = v.half() if small else v.clone()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"N": net.widths[-1], "M": net.g_a[-1].out_channels, "widths": list(net.widths),
-                "block": net.block, "state_dict": state, "meta": meta}, path)
-    return lic_data.sha256(path)
+    return store.write({"N": net.widths[-1], "M": net.g_a[-1].out_channels, "widths": list(net.widths),
+                        "block": net.block, "state_dict": store.stored_state(net, half), "meta": meta}, path)
 
 
 def load(path, sha256=None, hint="") -> SlimMeanScale:
-    path = Path(path)
-    if not path.is_file():
-        raise zoo.CheckpointError(f"{path} does not exist.{' ' + hint if hint else ''}")
-    if sha256 and lic_data.sha256(path) != sha256:
-        raise zoo.CheckpointError(f"{path} is corrupt or truncated (sha256 does not match the manifest)."
-                                  f"{' ' + hint if hint else ''}")
-    ck = torch.load(path, map_location="cpu", weights_only=True)
+    ck = store.read(path, sha256, hint)
     net = SlimMeanScale(ck["N"], ck["M"], tuple(w / ck["N"] for w in ck["widths"]), ck["block"])
     if list(net.widths) != list(ck["widths"]):
         raise zoo.CheckpointError(f"{path}: widths {ck['widths']} cannot be rebuilt")
-    state = {k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()}
-    missing, unexpected = torch.nn.Module.load_state_dict(net, state, strict=False)
-    missing = [k for k in missing if k.rsplit(".", 1)[-1] not in zoo.CODER_TABLES]
-    if missing or unexpected:
-        raise zoo.CheckpointError(f"{path} does not fit: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    net.update(force=True)
-    return net.eval()
+    return store.fill(net, ck["state_dict"], path, hint)
 
 
 def curve_eval(scale: Scale, root=None, limit=4):

@@ -102,23 +102,18 @@ def _write_manifest(scale: Scale, manifest: dict) -> None:
     store.write_manifest(CHAPTER, scale, manifest)
 
 
+def _keep_fp32(key: str) -> bool:
+    """The modulator, the gates, vbr's gains and offsets: small, and stored in fp32."""
+    return ".ecg." in key or key.startswith("bm.") or "QuantABCD" in key or key.endswith("Gain")
+
+
 def save(model, path, meta: dict, half=True) -> str:
     """Transforms in fp16 (``half``); entropy models, modulator, gains, offsets and gates in fp32.
     Returns the file's sha256."""
-    state = {}
-    for k, v in model.state_dict().items():
-        if k.rsplit(".", 1)[-1] in zoo.CODER_TABLES:
-            continue
-        small = (half and v.is_floating_point() and not zoo._is_entropy(k) and ".ecg." not in k
-                 and not k.startswith("bm.") and "QuantABCD" not in k and not k.endswith("Gain"))
-        state[k] = v.half() if small else v.clone()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     rates = ({"levels": model.levels, "anchor": model.anchor} if isinstance(model, Vbr)
              else {"lmbda_range": list(model.lmbda_range)})
-    torch.save({"arch": meta["arch"], "variant": meta["variant"], "widths": meta["widths"], **rates,
-                "state_dict": state, "meta": meta}, path)
-    return lic_data.sha256(path)
+    return store.write({"arch": meta["arch"], "variant": meta["variant"], "widths": meta["widths"], **rates,
+                        "state_dict": store.stored_state(model, half, _keep_fp32), "meta": meta}, path)
 
 
 def save_checked(model, path, meta: dict, images, half=True, lambdas=(), tol_db=None) -> str:
@@ -145,25 +140,13 @@ def save_checked(model, path, meta: dict, images, half=True, lambdas=(), tol_db=
 
 
 def load(path, sha256=None, hint=""):
-    path = Path(path)
-    if not path.is_file():
-        raise zoo.CheckpointError(f"{path} does not exist.{' ' + hint if hint else ''}")
-    if sha256 and lic_data.sha256(path) != sha256:
-        raise zoo.CheckpointError(f"{path} is corrupt or truncated (sha256 does not match the manifest)."
-                                  f"{' ' + hint if hint else ''}")
-    ck = torch.load(path, map_location="cpu", weights_only=True)
+    ck = store.read(path, sha256, hint)
     if ck["variant"] == "vbr":
         model = Vbr(ck["arch"], ck["widths"], ck["levels"], ck["anchor"])
     else:
         model = VariableRate(zoo.build(ck["arch"], **ck["widths"]), tuple(ck["lmbda_range"]),
                              gated=ck["variant"] == "ecg+bm")
-    state = {k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()}
-    missing, unexpected = torch.nn.Module.load_state_dict(model, state, strict=False)
-    missing = [k for k in missing if k.rsplit(".", 1)[-1] not in zoo.CODER_TABLES]
-    if missing or unexpected:
-        raise zoo.CheckpointError(f"{path} does not fit: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    model.update(force=True)
-    return model.eval()
+    return store.fill(model, ck["state_dict"], path, hint)
 
 
 def train_command(arch, variant, scale, target=TARGET_SPARSITY) -> str:

@@ -25,6 +25,7 @@ from compressai.models import (Cheng2020Attention, JointAutoregressiveHierarchic
                                MeanScaleHyperprior, ScaleHyperprior)
 
 from . import data as lic_data
+from . import store
 from .evaluate import evaluate
 from .cli import check_lambdas, train_parser
 from .scales import ARCHS, PAPER_QUALITY, SCALES, Scale, check_choice, get_scale
@@ -45,8 +46,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 FP16_TOLERANCE_DB = 0.01
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, corrupt or does not match its manifest."""
+CheckpointError = store.StoredModelError  # a checkpoint is missing, corrupt or does not match its manifest
 
 
 def build(arch: str, **widths):
@@ -91,43 +91,20 @@ def save(model, path, arch: str, widths: dict, meta=None, half=False) -> str:
 
     ``half`` stores the transforms' floating tensors in fp16; entropy-model parameters stay fp32.
     """
-    state = {}
-    for k, v in model.state_dict().items():
-        if k.rsplit(".", 1)[-1] in CODER_TABLES:
-            continue
-        state[k] = v.half() if half and v.is_floating_point() and not _is_entropy(k) else v.clone()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"arch": arch, "widths": dict(widths), "channels": channel_config(model),
-                "state_dict": state, "meta": meta or {}}, path)
-    return lic_data.sha256(path)
+    return store.write({"arch": arch, "widths": dict(widths), "channels": channel_config(model),
+                        "state_dict": store.stored_state(model, half), "meta": meta or {}}, path)
 
 
 def load(path, sha256: str | None = None, retrain_hint: str = ""):
     """Load a checkpoint written by :func:`save`; verify ``sha256`` when given."""
-    path = Path(path)
-    hint = f" Retrain it with `{retrain_hint}`." if retrain_hint else ""
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist.{hint}")
-    if sha256 and lic_data.sha256(path) != sha256:
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated (sha256 does not match "
-                              f"the manifest).{hint}")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch raises many kinds for a bad file
-        raise CheckpointError(f"checkpoint {path} cannot be read ({err}).{hint}") from err
+    hint = f"Retrain it with `{retrain_hint}`." if retrain_hint else ""
+    ck = store.read(path, sha256, hint)
     model = build(ck["arch"], **ck["widths"])
-    state = {k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()}
-    resize_to(model, state)
-    missing, unexpected = torch.nn.Module.load_state_dict(model, state, strict=False)
-    missing = [k for k in missing if k.rsplit(".", 1)[-1] not in CODER_TABLES]
-    if missing or unexpected:
-        raise CheckpointError(f"checkpoint {path} does not fit {ck['arch']}: missing {missing[:3]}, "
-                              f"unexpected {unexpected[:3]}.{hint}")
+    resize_to(model, ck["state_dict"])
+    store.fill(model, ck["state_dict"], path, hint)
     if channel_config(model) != ck["channels"]:
         raise CheckpointError(f"checkpoint {path}: rebuilt channels differ from the stored ones")
-    model.update(force=True)
-    return model.eval()
+    return model
 
 
 def fp16_check(fp32: dict, fp16: dict, tol_db=FP16_TOLERANCE_DB) -> dict:
