@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from . import params as lic_params
-from .report import environment
+from .report import RESULTS, environment
 from .scales import SCALES, check_choice, get_scale
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -96,7 +96,7 @@ def run(name: str, scale: str = "cpu", parameters=None, progress=True, record=Tr
         if record:
             _record(name, scale, time.time() - t0, ok)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tidy(partial)
+    tidy(partial, name)
     shutil.move(partial, out)
     return out
 
@@ -122,10 +122,26 @@ def _page_tags(cell) -> list:
     return tags if want in tags or "remove-cell" in tags else tags + [want]
 
 
-def tidy(path) -> int:
+FINDINGS = "lic-findings"  # the metadata key of the findings cell :func:`tidy` keeps after the title
+
+
+def _findings_source(nb, name: str, results_root=None):
+    """The findings block of chapter ``name`` (:func:`lic.claims.findings`) from the results file
+    of the scale the notebook ran at, or None where that file has no claims."""
+    from .claims import findings
+
+    scale = nb.metadata.get("papermill", {}).get("parameters", {}).get("scale")
+    path = Path(results_root or RESULTS) / name / f"{scale}.json"
+    claims = json.loads(path.read_text()).get("claims") if scale and path.exists() else None
+    return findings(claims, scale) if claims else None
+
+
+def tidy(path, name=None, results_root=None) -> int:
     """Make an executed notebook a page: remove progress-bar noise from its stderr outputs (other
-    stderr, warnings included, is kept) and tag its code cells (:func:`_page_tags`), in place.
-    Returns how many outputs were removed."""
+    stderr, warnings included, is kept), tag its code cells (:func:`_page_tags`), and put the
+    chapter's findings (its claims and verdicts, from the results file the run wrote) right after
+    the title cell, replacing an older findings cell. In place; ``name``: the chapter (default: the
+    file's stem). Returns how many outputs were removed."""
     import nbformat
 
     path = Path(path)
@@ -142,6 +158,17 @@ def tidy(path) -> int:
         if tags != list(cell.metadata.get("tags", [])):
             cell.metadata["tags"] = tags
             changed = True
+    source = _findings_source(nb, name or path.stem, results_root)
+    old = [i for i, c in enumerate(nb.cells) if c.metadata.get(FINDINGS)]
+    if source is not None and [nb.cells[i].source for i in old] != [source]:
+        for i in reversed(old):
+            del nb.cells[i]
+        title = next((i for i, c in enumerate(nb.cells) if c.cell_type == "markdown"), -1)
+        cell = nbformat.v4.new_markdown_cell(source, metadata={FINDINGS: True})
+        if nb.nbformat_minor < 5:  # cell ids came with nbformat 4.5
+            cell.pop("id", None)
+        nb.cells.insert(title + 1, cell)
+        changed = True
     if removed or changed:
         nbformat.write(nb, path)
     return removed

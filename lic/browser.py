@@ -3,7 +3,8 @@
 what a reader would trip over.
 
 Per page: it loads; every image has loaded; no internal link is broken; no raw ``{glue`` text and
-no ``nan``/``None`` where a number is glued; no raw math (the book carries no MathJax: its few
+no ``nan``/``None`` where a number is glued; no directive left as raw text (```` ```{admonition} ````,
+``:::{note}``: markdown that did not parse); no raw math (the book carries no MathJax: its few
 symbols are Unicode, so it reads the same offline); no table wider than the content column; the
 title comes before any visible code.
 
@@ -37,6 +38,7 @@ return {
   images: Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src),
   links: Array.from(document.querySelectorAll('a[href]')).map(a => a.href),
   rawGlue: text.includes('{glue'),
+  rawDirective: (text.match(/(```|:::)\s*\{[a-z:-]+\}/g) || []).slice(0, 3),
   badGlue: glued.filter(t => /\b(nan|NaN|None|inf)\b/.test(t)),
   rawMath: (text.match(/\\\(|\\\)|\\\[|\\\]|\$[A-Za-z\\][^$\n]{0,40}\$/g) || []).slice(0, 3),
   colWidth: colWidth,
@@ -132,6 +134,7 @@ def problems_of(probe: dict, page: str, base: str, root: Path) -> list:
     if probe["rawGlue"]:
         out.append("raw {glue text on the page")
     out += [f"glued value reads {t!r}" for t in probe["badGlue"]]
+    out += [f"raw directive on the page (the markdown did not parse): {d!r}" for d in probe.get("rawDirective", [])]
     out += [f"raw math: {m!r}" for m in probe["rawMath"]]
     out += [f"table {w} px wide in a {probe['colWidth']:.0f} px column: {head!r}" for w, head in probe["wideTables"]]
     if probe["codeTop"] is not None and (probe["titleTop"] is None or probe["codeTop"] < probe["titleTop"]):

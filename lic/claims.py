@@ -92,6 +92,24 @@ def _cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def verdict_html(verdict: str) -> str:
+    """A verdict as the book shows it: bold, in its colour."""
+    return f"<span style=\"color:{COLOURS[verdict]}\">**{verdict}**</span>"
+
+
+def findings(claims, scale: str) -> str:
+    """The block a chapter page opens with (MyST markdown): its claims' summary line and one row
+    per claim — the claim, the paper's number, ours, the verdict; rules and evidence are in the
+    chapter's "Paper vs ours" section and on the claims ledger page."""
+    check(claims)
+    rows = [f"| {_cell(c['claim'])} | {_cell(c['paper'])} | {_cell(c['ours'])} | {verdict_html(c['verdict'])} |"
+            for c in claims]
+    return "\n".join([f":::{{admonition}} Findings at `{scale}` scale", ":class: tip", "",
+                      f"**{summary(claims)}.** Each verdict's rule and its evidence are in the sections below "
+                      "and on the {doc}`claims ledger <claims>`.", "",
+                      "| claim | paper | ours | verdict |", "|---|---|---|---|", *rows, ":::"])
+
+
 def ledger(scale: str, results_root=None, papers=PAPERS) -> str:
     """The claims ledger page (MyST markdown) of ``scale``, from every chapter's results file:
     one table per paper, and one summary line. Chapters without results show the papers' claims
@@ -124,7 +142,7 @@ def ledger(scale: str, results_root=None, papers=PAPERS) -> str:
             out += ["| claim | paper | ours | verdict | rule |", "|---|---|---|---|---|"]
             for c in res["claims"]:
                 out.append(f"| {_cell(c['claim'])} | {_cell(c['paper'])} | {_cell(c['ours'])} | "
-                           f"<span style=\"color:{COLOURS[c['verdict']]}\">**{c['verdict']}**</span> | "
+                           f"{verdict_html(c['verdict'])} | "
                            f"{_cell(c['rule'])} (section: {_cell(c['section'])}) |")
                 (bars if chapter == BARS else counted).append(c["verdict"])
                 if c["verdict"] == "not testable here":

@@ -138,7 +138,9 @@ def table(df: pd.DataFrame, decimals=None, rename=None, max_rows=24, caption=Non
     rows and folds the rest behind a "show all" toggle. Returns an object the notebook displays."""
     from IPython.display import HTML
 
-    d = df.reset_index(drop=isinstance(df.index, pd.RangeIndex))  # a meaningful index becomes a column
+    # a named index (a pivot's "arch") becomes a column; an unnamed one (row numbers, also those
+    # left by filtering rows) is dropped
+    d = df.reset_index(drop=all(n is None for n in df.index.names))
     if isinstance(d.columns, pd.MultiIndex):
         d.columns = [" ".join(str(x) for x in c if str(x)) for c in d.columns]
     d = d.rename(columns=rename or {})
@@ -150,7 +152,8 @@ def table(df: pd.DataFrame, decimals=None, rename=None, max_rows=24, caption=Non
         if pd.api.types.is_bool_dtype(col) or not pd.api.types.is_numeric_dtype(col):
             continue
         k = (decimals.get(orig, decimals.get(c)) if isinstance(decimals, dict) else decimals)
-        k = _decimals(col.tolist()) if k is None else k
+        if k is None:  # counts (steps, images, threads) read as counts, not "24.00"
+            k = 0 if pd.api.types.is_integer_dtype(col) else _decimals(col.tolist())
         fmt[c] = f"{{:,.{k}f}}"
 
     def render(frame):

@@ -121,3 +121,49 @@ def test_unexecuted_chapters_leave_the_toc_and_so_do_emptied_parts():
     assert "Across the papers" not in [part["caption"] for part in kept["parts"]]
     assert all(part["chapters"] for part in kept["parts"]) and kept["root"] == toc["root"]
     assert book.toc_without(toc, []) == toc
+
+
+def test_tidy_opens_the_page_with_the_findings_of_the_results_file(tmp_path):
+    import copy
+
+    import nbformat
+
+    from lic import book, report
+
+    claims = report.load_results("01_liao", "cpu")["claims"]
+    results = tmp_path / "results"
+    (results / "ch").mkdir(parents=True)
+    (results / "ch" / "cpu.json").write_text(json.dumps({"claims": claims}))
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["papermill"] = {"parameters": {"scale": "cpu"}}
+    nb.cells = [nbformat.v4.new_code_cell("scale = 'cpu'", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_markdown_cell("# Title\n\n**Claim.** the paper's"),
+                nbformat.v4.new_code_cell("x = 1")]
+    path = tmp_path / "ch.ipynb"
+    nbformat.write(nb, path)
+    book.tidy(path, results_root=results)
+    cells = nbformat.read(path, as_version=4).cells
+    assert [c.cell_type for c in cells] == ["code", "markdown", "markdown", "code"]
+    block = cells[2].source
+    assert block.startswith(":::{admonition} Findings at `cpu` scale") and cells[2].metadata[book.FINDINGS]
+    from lic.claims import summary
+    assert summary(claims) in block
+    assert all(c["ours"].replace("|", "\\|") in block for c in claims)
+    assert block.count("**reproduced**") == sum(c["verdict"] == "reproduced" for c in claims)
+    book.tidy(path, results_root=results)  # again: still one findings cell
+    assert len(nbformat.read(path, as_version=4).cells) == 4
+    changed = copy.deepcopy(claims)
+    changed[0]["verdict"] = "not reproduced" if changed[0]["verdict"] != "not reproduced" else "reproduced"
+    (results / "ch" / "cpu.json").write_text(json.dumps({"claims": changed}))
+    book.tidy(path, results_root=results)  # a new run's results replace the old findings
+    cells = nbformat.read(path, as_version=4).cells
+    assert len(cells) == 4 and f"**{changed[0]['verdict']}**" in cells[2].source
+
+
+def test_findings_refuse_a_malformed_claim():
+    from lic import claims as lic_claims
+    from lic import report
+
+    bad = [dict(report.load_results("01_liao", "cpu")["claims"][0], verdict="sort of")]
+    with pytest.raises(ValueError):
+        lic_claims.findings(bad, "cpu")

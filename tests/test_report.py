@@ -19,6 +19,14 @@ def test_table_hides_the_index_formats_numbers_and_marks_gaps():
     assert "nan" not in html.lower()
 
 
+def test_counts_read_as_whole_numbers():
+    d = pd.DataFrame({"test_images": [24], "threads": [2], "steps": [1000], "psnr": [31.5]})
+    html = report.table(d).data
+    assert ">24<" in html and ">2<" in html and ">1,000<" in html and "24.00" not in html
+    assert "31.50" in html
+    assert ">24.0<" in report.table(d, decimals={"test_images": 1}).data  # asked for: given decimals win
+
+
 def test_long_tables_fold_behind_a_toggle():
     d = pd.DataFrame({"x": range(30)})
     html = report.table(d, max_rows=10).data
