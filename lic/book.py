@@ -5,7 +5,7 @@
     python -m lic.book run 03_yin --scale cpu --dry-run  # what it would train and reuse, and how long
     python -m lic.book list                              # chapters and their parameters
     python -m lic.book build --scale cpu                 # HTML from the executed notebooks
-    python -m lic.book tidy book/*.ipynb                 # drop progress-bar output from executed pages
+    python -m lic.book tidy book/*.ipynb                 # pages: drop progress bars, findings after the title
     python -m lic.book claims 02_luo --scale cpu         # add claims to a results file written before them
 
 Parameters (``-p NAME=VALUE``) are checked before any cell runs (:mod:`lic.params`): an unknown or
@@ -451,7 +451,7 @@ def main(argv=None) -> int:
     c = sub.add_parser("claims", help="add claims to a results file written before the claims contract")
     c.add_argument("names", nargs="+")
     c.add_argument("--scale", default="cpu", choices=tuple(SCALES))
-    t = sub.add_parser("tidy", help="drop progress-bar output from executed notebooks (run does it itself)")
+    t = sub.add_parser("tidy", help="make executed notebooks pages: drop progress bars, put the findings after the title (run does it itself)")
     t.add_argument("paths", nargs="+")
     k = sub.add_parser("check", help="open every page of the built book in headless Chromium and list problems")
     k.add_argument("--scale", default="cpu", choices=tuple(SCALES))
