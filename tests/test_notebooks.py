@@ -268,6 +268,22 @@ def test_every_chapter_wrote_its_environment(executed):
         assert res["notebook"] == name and res["environment"]["threads"] >= 1
 
 
+def test_every_page_with_claims_opens_with_its_findings(executed):
+    import nbformat
+
+    from lic.claims import summary
+
+    for name, res in executed.items():
+        cells = nbformat.read(book.executed_path(name, "smoke"), as_version=4).cells
+        found = [i for i, c in enumerate(cells) if c.metadata.get(book.FINDINGS)]
+        if not res.get("claims"):
+            assert found == [], name
+            continue
+        title = next(i for i, c in enumerate(cells) if c.cell_type == "markdown")
+        assert found == [title + 1], name  # right after the title, once
+        assert summary(res["claims"]) in cells[title + 1].source, name
+
+
 def test_smoke_book_builds_without_warnings(executed):
     html = book.build("smoke", strict=True)
     assert html.exists()
