@@ -1,7 +1,11 @@
 """Where a chapter keeps the models it trains, and their manifest (sha256, steps, training time,
 precision): ``data/checkpoints/<chapter>/cpu`` for the published scale (committed), under
-``runs/<scale>/<chapter>/models`` for the others, or ``$LIC_ZOO/<chapter>/<scale>``; and the one
-file format of a stored model (its constructor's arguments, its weights, its meta)."""
+``runs/<scale>/<chapter>/models`` for the others, or ``$LIC_ZOO/<chapter>/<scale>``; and how every
+model file is written and read: the weights as :func:`stored_state` keeps them (fp16 transforms,
+fp32 entropy models, no coder tables), written atomically (:func:`write`), read back with its
+sha256 checked (:func:`read`) and loaded strictly (:func:`fill`). The zoo, 03 and 05 keep their
+own payload keys (committed files); :func:`save_model` / :func:`load_model` are the format of
+new chapters (``{"spec", "state_dict", "meta"}``)."""
 from __future__ import annotations
 
 import json
