@@ -165,14 +165,17 @@ def _cache_key(model, images, kwargs: dict, version: int) -> dict:
             "version": version}
 
 
-def summarize_cached(model, images, cache_dir, version=MEASUREMENT_VERSION, **kwargs) -> dict:
+def summarize_cached(model, images, cache_dir, version=MEASUREMENT_VERSION, identity=None, **kwargs) -> dict:
     """:func:`summarize`, kept in ``cache_dir`` as one JSON file per key: the model's weight
-    fingerprint, the image names, the arguments and the measurement ``version``. Every chapter
+    fingerprint, the image names, the arguments, the measurement ``version`` and ``identity`` (what
+    the weights do not say about the model: see :func:`defined_by_weights`). Every chapter
     shares one folder (``runs/<scale>/measured``), so a model is measured once, whichever
     chapter asks, and a rerun after a kill measures only what is new."""
     import hashlib
 
     key = _cache_key(model, images, kwargs, version)
+    if identity is not None:
+        key["identity"] = identity
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     cache = Path(cache_dir) / f"{key['fingerprint']}-{digest}.json"
     if cache.exists():
@@ -193,20 +196,40 @@ def fingerprintable(model) -> bool:
     return all(isinstance(v, torch.Tensor) and not v.is_quantized for v in model.state_dict().values())
 
 
-def quality_cached(model, images, cache_dir, version=MEASUREMENT_VERSION) -> dict:
+def defined_by_weights(model) -> bool:
+    """Whether ``model``'s bitstreams and reconstructions follow from its weights and buffers alone,
+    so that a measurement kept under its fingerprint describes it whichever chapter made it:
+    CompressAI models (pruned or not) and the fixed-λ view of a variable-rate model (λ is a buffer).
+    Not: a slimmable supernet and its views (the capacity or the router is a Python attribute), the
+    RNN codec (its iteration count), an int8 model (no fingerprint)."""
+    from compressai.models import CompressionModel
+
+    from .models.rate import AtLambda
+    from .models.slimmable import SlimMeanScale
+
+    return (isinstance(model, (CompressionModel, AtLambda)) and not isinstance(model, SlimMeanScale)
+            and fingerprintable(model))
+
+
+def quality_cached(model, images, cache_dir, identity=None, version=MEASUREMENT_VERSION) -> dict:
     """Real-bitstream quality and rate of ``model`` on ``images`` (the row's ``psnr``, ``ms_ssim``,
-    ``bpp``, ...): any row :func:`summarize_cached` keeps for these weights, images and ``version``,
-    whichever chapter measured it and with whatever timing or MAC arguments (quality and rate do not
-    depend on them); else measured once, untimed, and kept. A model that cannot be fingerprinted
-    (:func:`fingerprintable`) is measured every time."""
-    if not fingerprintable(model):
-        return evaluate(model, images, real=True, timed=0, progress=False)["mean"]
+    ``bpp``, ...). For a model :func:`defined_by_weights`: any row :func:`summarize_cached` keeps for
+    these weights, images and ``version``, whichever chapter measured it and with whatever timing or
+    MAC arguments (quality and rate do not depend on them), else measured once, untimed, and kept.
+    Any other model is kept only under its ``identity`` (e.g. an operating point's name) besides its
+    fingerprint, and measured every time without one."""
+    untimed = {"repeats": 1, "timed": 0, "progress": False}
+    if not defined_by_weights(model):
+        if identity is None or not fingerprintable(model):
+            return evaluate(model, images, real=True, timed=0, progress=False)["mean"]
+        return summarize_cached(model, images, cache_dir, version=version, identity=identity, **untimed)
     want = _cache_key(model, images, {}, version)
     for path in sorted(Path(cache_dir).glob(f"{want['fingerprint']}-*.json")):
         stored = json.loads(path.read_text())
-        if all(stored.get("key", {}).get(k) == want[k] for k in ("fingerprint", "images", "version")):
+        key = stored.get("key", {})
+        if "identity" not in key and all(key.get(k) == want[k] for k in ("fingerprint", "images", "version")):
             return stored["row"]
-    return summarize_cached(model, images, cache_dir, version=version, repeats=1, timed=0, progress=False)
+    return summarize_cached(model, images, cache_dir, version=version, **untimed)
 
 
 def parameter_count(module) -> int:

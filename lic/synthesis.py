@@ -74,14 +74,15 @@ def path_macs(model, x, scale: float = 1.0) -> dict:
 def measure(entries: list, images, scale, root=None, timed=3, repeats=None, progress=True, cache_dir=None) -> list:
     """One row per point (see the module's docstring), all timed in one interleaved run. With
     ``cache_dir`` (``runs/<scale>/measured``), quality and rate come from what a chapter already
-    measured for the same weights (:func:`lic.evaluate.quality_cached`): a rerun after a kill, or a
-    point its chapter measured, costs only its timing."""
+    measured for the same weights where the weights define the model, else from this chapter's own
+    earlier measurement of the same point (:func:`lic.evaluate.quality_cached`): a rerun after a
+    kill, or a point its chapter measured, costs only its timing."""
     models, rows = {}, []
     x = pad_to(mac_picture(images, scale.mac_size, scale.mac_size), PAD, MIN_SIZE)[0]
     per_area = MAC_AREA / (x.shape[-2] * x.shape[-1])
     for e in tqdm(entries, desc="operating points", disable=not progress):
         m = points.stack(e["stack"], scale, root) if "stack" in e else points.load(e, scale, root)
-        r = (quality_cached(m, images, cache_dir) if cache_dir is not None
+        r = (quality_cached(m, images, cache_dir, identity=e["name"]) if cache_dir is not None
              else evaluate(m, images, real=True, timed=0, progress=False)["mean"])
         ref = getattr(m, "mac_reference", m)  # an int8 model: MACs and parameters of its float twin
         rows.append({k: e[k] for k in ("chapter", "name", "method", "arch", "lambda", "variant")}

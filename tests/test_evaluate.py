@@ -174,3 +174,26 @@ def test_an_int8_model_with_packed_weights_is_not_fingerprintable(smoke):
     q = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(torch.nn.Linear(4, 4)), {torch.nn.Linear})
     assert not ev.fingerprintable(q)
     assert ev.fingerprintable(zoo.build_for("bmshj2018-hyperprior", smoke))
+
+
+def test_views_of_one_supernet_never_share_a_cached_measurement(smoke, tmp_path, monkeypatch):
+    from lic import data as lic_data
+    from lic.models.slimmable import AtCapacity, from_mean_scale
+
+    images = lic_data.test_images(smoke)[:1]
+    net = from_mean_scale(zoo.build_for("mbt2018-mean", smoke)).eval()
+    narrow, wide = AtCapacity(net, 0), AtCapacity(net, net.n_capacities - 1)
+    assert ev.fingerprintable(narrow) and not ev.defined_by_weights(narrow)  # same weights, other widths
+    assert ev.defined_by_weights(zoo.build_for("mbt2018-mean", smoke)) and not ev.defined_by_weights(net)
+    cache = tmp_path / "measured"
+    calls = []
+    real = ev.summarize
+    monkeypatch.setattr(ev, "summarize", lambda *x, **k: calls.append(1) or real(*x, **k))
+    a = ev.quality_cached(narrow, images, cache, identity="C1")
+    b = ev.quality_cached(wide, images, cache, identity="C5")
+    assert len(calls) == 2  # the wide view was measured, not served the narrow view's row
+    assert ev.quality_cached(wide, images, cache, identity="C5") == b and len(calls) == 2  # its own row, kept
+    assert ev.quality_cached(narrow, images, cache, identity="C1") == a and len(calls) == 2
+    before = len(list(cache.glob("*.json")))
+    ev.quality_cached(wide, images, cache)  # no identity: measured, never kept
+    assert len(list(cache.glob("*.json"))) == before
