@@ -57,6 +57,14 @@ def executing_path(name: str, scale: str) -> Path:
     return runs_dir(get_scale(scale)) / "executing" / f"{name}.ipynb"
 
 
+def output_log(name: str, scale: str) -> Path:
+    """The chapter's live output while it runs — its progress bars and prints, which the page does
+    not keep (:func:`tidy`): follow it with ``tail -f``. Not committed."""
+    from .zoo import runs_dir
+
+    return runs_dir(get_scale(scale)) / "logs" / f"{name}.log"
+
+
 def runs_log(scale: str) -> Path:
     """Wall times of the chapter runs of ``scale`` (committed for cpu: the status page)."""
     return book_root(scale) / "data" / "results" / "runs.json"
@@ -82,16 +90,22 @@ def run(name: str, scale: str = "cpu", parameters=None, progress=True, record=Tr
     # half-executed page in the book (the copy stays where the error says, for debugging)
     partial = executing_path(name, scale)
     partial.parent.mkdir(parents=True, exist_ok=True)
+    log = output_log(name, scale)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    if progress:
+        print(f"live output (progress bars): tail -f {log}", file=sys.stderr)
     t0 = time.time()
     ok = False
     try:
-        pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(partial),
-                            parameters={"scale": scale, **(parameters or {})},
-                            progress_bar=progress, kernel_name="python3", cwd=str(PROJECT))
+        with open(log, "w") as stream:
+            pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(partial),
+                                parameters={"scale": scale, **(parameters or {})},
+                                progress_bar=progress, kernel_name="python3", cwd=str(PROJECT),
+                                stdout_file=stream, stderr_file=stream)
         ok = True
     except Exception as err:
         raise RuntimeError(f"chapter {name} failed at scale {scale}: {err}\nThe partly executed notebook "
-                           f"is {partial}; the book's copy {out} is unchanged.") from err
+                           f"is {partial} (its output: {log}); the book's copy {out} is unchanged.") from err
     finally:
         if record:
             _record(name, scale, time.time() - t0, ok)

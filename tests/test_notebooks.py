@@ -263,6 +263,12 @@ def test_synthesis_results(executed):
         assert s["bpp"] == pytest.approx(erhp_part["bpp"], rel=1e-9)  # the hyper path (the rate) from ERHP
 
 
+def test_every_run_streams_its_output_to_a_log(executed):
+    for name in executed:
+        log = book.output_log(name, "smoke").read_text()
+        assert f"wrote data/results/{name}/smoke.json" in log, name  # the notebook's last print, live
+
+
 def test_every_chapter_wrote_its_environment(executed):
     for name, res in executed.items():
         assert res["notebook"] == name and res["environment"]["threads"] >= 1
