@@ -399,6 +399,14 @@ def plan(name: str, scale: str, parameters=None) -> list:
         found, missing = synthesis.collect(S, p.chapters)
         lines.append(f"  operating points: {len(found)} registered"
                      + "".join(f"; none from {ch} (`{cmd}`)" for ch, cmd in missing.items()))
+        image_ms = synthesis.zoo_image_ms(S)
+        if image_ms and found:
+            points = found + synthesis.stack_candidates(found)
+            secs, unknown = synthesis.timing_seconds(points, p.timed_images, S.timing_repeats, image_ms)
+            lines.append(f"  timing: ≈ {secs / 60:.0f} min for {len(points)} points in one interleaved run, not "
+                         f"resumable ({p.timed_images} images, {S.timing_repeats} repeats + a warm-up, at "
+                         "00_baselines' encode + decode time of each architecture"
+                         + (f"; {unknown} points of other codecs not estimated" if unknown else "") + ")")
     runs = zoo.runs_dir(S)
     states = sorted((runs / name).rglob("*.state.pt")) if (runs / name).exists() else []
     cached = len(list((runs / "measured").glob("*.json"))) if (runs / "measured").exists() else 0

@@ -18,6 +18,7 @@ points (median, spread). Against the zoo model of the same architecture:
 """
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -95,6 +96,29 @@ def measure(entries: list, images, scale, root=None, timed=3, repeats=None, prog
         row.update({k: t[row["name"]][k] for k in ("encode_ms", "decode_ms", "encode_spread_pct", "decode_spread_pct")})
         row["macs"] = row["encode_macs"] + row["decode_macs"]
     return compare(rows)
+
+
+def zoo_image_ms(scale) -> dict:
+    """{arch: mean encode + decode time (ms) per test image of the zoo's models}, from the results
+    00_baselines wrote at ``scale``; {} without them."""
+    from .report import RESULTS
+
+    path = RESULTS / "00_baselines" / f"{scale.name}.json"
+    rows = json.loads(path.read_text()).get("models", []) if path.exists() else []
+    per = {}
+    for r in rows:
+        if r.get("encode_ms") is not None and r.get("decode_ms") is not None:
+            per.setdefault(r["arch"], []).append(r["encode_ms"] + r["decode_ms"])
+    return {a: sum(v) / len(v) for a, v in per.items()}
+
+
+def timing_seconds(entries: list, timed: int, repeats: int, image_ms: dict) -> tuple:
+    """(estimated seconds of :func:`measure`'s interleaved timing, points it cannot estimate): every
+    point codes ``timed`` images once to warm up and ``repeats`` times more, each at its
+    architecture's zoo time per image (``image_ms``, :func:`zoo_image_ms`); other codecs (04's)
+    are not estimated."""
+    known = [e for e in entries if e["arch"] in image_ms]
+    return sum(image_ms[e["arch"]] for e in known) * timed * (repeats + 1) / 1000, len(entries) - len(known)
 
 
 def stacked(parts: list, method: str, variant: str) -> dict:

@@ -151,3 +151,11 @@ def test_additivity_text_never_prints_nan():
          "decode speed-up stacked (x)": 1.2, "decode speed-up product of parts (x)": 1.1}
     text = synthesis.additivity_text([a])
     assert "nan" not in text and "n/a (outside the zoo curve) stacked vs +1.50 % summed" in text
+
+
+def test_synthesis_estimates_its_timing_from_the_zoos_times():
+    from lic import synthesis
+
+    entries = [{"arch": "a"}, {"arch": "a"}, {"arch": "b"}, {"arch": "rnn"}]
+    secs, unknown = synthesis.timing_seconds(entries, timed=3, repeats=5, image_ms={"a": 500.0, "b": 8000.0})
+    assert secs == (2 * 500 + 8000) * 3 * 6 / 1000 and unknown == 1
