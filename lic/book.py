@@ -366,12 +366,18 @@ def plan(name: str, scale: str, parameters=None) -> list:
         from . import yin
 
         m = yin.read_manifest(S)
-        want = [yin.model_name(a, v) for a in archs for v in p.variants]
+        want = [yin.model_name(a, v) for a in archs for v in dict.fromkeys(["ecg+bm", *p.variants])]
         miss = [n for n in want if n not in m]
         per = [e["train_seconds"] / e["steps"] for e in m.values() if e.get("steps")]
         est = f", ≈ {len(miss) * S.vr_steps * sum(per) / len(per) / 3600:.1f} h at the s/step of the trained ones" if per else ""
         lines.append(f"  chapter models: {len(want) - len(miss)} of {len(want)} trained"
                      + (f"; to TRAIN ({S.vr_steps} steps each{est}): {', '.join(miss)}" if miss else ""))
+        curve = [yin.model_name(p.tradeoff_arch[0], "bm")] + [  # the trade-off curve's models
+            yin.model_name(p.tradeoff_arch[0], "ecg+bm", t) for t in [yin.TARGET_SPARSITY, *p.tradeoff_targets]]
+        more = [n for n in dict.fromkeys(curve) if n not in m and n not in want]
+        lines.append(f"  trade-off curve ({p.tradeoff_arch[0]}, α_t = 0, "
+                     + ", ".join(f"{t:g}" for t in [yin.TARGET_SPARSITY, *p.tradeoff_targets]) + ")"
+                     + (f": to TRAIN as well: {', '.join(more)}" if more else ": nothing more to train"))
     if name == "04_yu":
         from . import yu
 

@@ -310,6 +310,36 @@ def measure(view, images, cache_dir, name) -> dict:
     return row
 
 
+def tradeoff(arch: str, scale: Scale, targets, images, cache_dir, root=None) -> list:
+    """The gates' FLOP/quality trade-off as a curve (beyond the paper, which trains one α_t): BM
+    alone (no gates, α_t = 0) and ECG + BM at each target sparsity in ``targets``, on ``arch``.
+    One row per model: the target, the share of input channels actually closed (mean over layers,
+    images and both ends of the λ range), the FLOP reduction against the zoo model at each zoo λ
+    (mean, min, max) and the BD-rate against the zoo's fixed models. Missing models train first
+    (resumable, as :func:`get`); measurements are cached like every row of the chapter."""
+    from .evaluate import bd
+
+    fixed = {lam: zoo.get(arch, lam, scale, root=root, progress=False) for lam in scale.lambdas}
+    ref = {lam: measure(m, images, cache_dir, f"{arch} λ={lam}") for lam, m in fixed.items()}
+    zoo_curve = {k: [ref[lam][k] for lam in scale.lambdas] for k in ("bpp", "psnr")}
+    out = []
+    for variant, target in [("bm", 0.0)] + [("ecg+bm", t) for t in sorted(set(targets))]:
+        model = get(arch, scale, variant, target if variant == "ecg+bm" else TARGET_SPARSITY, root=root)
+        name = model_name(arch, variant, target)
+        rows = {lam: measure(model.at(lam), images, cache_dir, f"{name} λ={lam}") for lam in scale.lambdas}
+        reduction = [ref[lam]["macs"] / rows[lam]["macs"] for lam in scale.lambdas]
+        closed = 0.0
+        if model.gated:
+            ends = (min(scale.lambdas), max(scale.lambdas))
+            closed = sum(sum(layer_sparsity(model, lam, images).values()) / len(model.gates()) for lam in ends) / 2
+        out.append({"model": variant, "target sparsity": target, "closed (mean)": closed,
+                    "FLOP reduction (×)": sum(reduction) / len(reduction),
+                    "FLOP reduction min (×)": min(reduction), "FLOP reduction max (×)": max(reduction),
+                    "BD-rate vs zoo (%)": bd(zoo_curve, {k: [rows[lam][k] for lam in scale.lambdas]
+                                                         for k in ("bpp", "psnr")})["bd_rate"]})
+    return out
+
+
 def paper_quality(lmbda: float):
     """CompressAI's quality index whose λ is ``lmbda`` (the paper's table columns), or None."""
     from .scales import PAPER_QUALITY

@@ -154,6 +154,14 @@ def test_yin_results(executed):
         assert r["saving_pct"] == pytest.approx(100 * (1 - r["variable_bytes"] / r["fixed_bytes"]))
     assert {(r["arch"], r["model"]) for r in res["latency"]} == {(a, v) for a in res["archs"] for v in yin.VARIANTS}
     assert all(0 <= r["closed"] <= 1 for r in res["sparsity"])
+    trade = res["tradeoff"]  # BM alone, then ECG + BM at each target sparsity, ascending
+    assert [(r["model"], r["target sparsity"]) for r in trade] == [("bm", 0.0), ("ecg+bm", 0.25), ("ecg+bm", 0.5)]
+    assert trade[0]["closed (mean)"] == 0 and all(0 <= r["closed (mean)"] <= 1 for r in trade)
+    assert all(r["FLOP reduction min (×)"] <= r["FLOP reduction (×)"] <= r["FLOP reduction max (×)"] for r in trade)
+    main = {(r["arch"], r["model"]): r for r in res["bd"]}  # the α_t = 0.5 model is the chapter's ECG + BM
+    bd_05 = main[res["tradeoff_arch"], "ecg+bm"]["BD-rate vs zoo (%)"]
+    mine = trade[2]["BD-rate vs zoo (%)"]  # None where the curves overlap too little (JSON has no NaN)
+    assert (mine is None and bd_05 is None) or mine == pytest.approx(bd_05)
     claims.check(res["claims"])
     assert {c["id"] for c in res["claims"]} == {"yin-flops", "yin-psnr", "yin-storage", "yin-sparsity",
                                                "yin-continuous"}

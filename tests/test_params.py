@@ -86,6 +86,8 @@ def test_dry_run_names_what_would_be_trained_on_a_fresh_clone(tmp_zoo, capsys):
     out = capsys.readouterr().out
     assert "to TRAIN first: mbt2018-0.0067, mbt2018-0.0250" in out
     assert "0 of 3 trained; to TRAIN" in out and "mbt2018-vbr" in out
+    assert ("trade-off curve (bmshj2018-hyperprior, α_t = 0, 0.5, 0.25): to TRAIN as well: bmshj2018-hyperprior-bm, "
+            "bmshj2018-hyperprior-ecg+bm-s0.50, bmshj2018-hyperprior-ecg+bm-s0.25") in out
     assert "parameters: scale='smoke'" in out
 
 

@@ -229,3 +229,35 @@ def test_committed_cpu_models_load_and_stay_in_budget():
         assert yin.model_name(e["arch"], e["variant"], e["target_sparsity"] or yin.TARGET_SPARSITY) == name
         assert e["steps"] == cpu.vr_steps and e["train_seconds"] > 0 and e["precision"]
         assert model.lmbda_range == pytest.approx(yin.lmbda_range(cpu))
+
+
+def test_tradeoff_rows_follow_the_gates_that_close(smoke, tmp_zoo, monkeypatch):
+    """yin.tradeoff: BM alone closes nothing and costs the zoo's MACs (plus its two tiny FC layers);
+    ECG + BM with a share t of every layer's gates shut closes exactly that share, and costs fewer
+    MACs the more it closes. Models are built, not trained: the curve is about what ran."""
+    import math
+
+    from lic import data
+
+    torch.manual_seed(0)
+    base = zoo.build_for("bmshj2018-hyperprior", smoke).eval()
+    base.update(force=True)
+    monkeypatch.setattr(zoo, "get", lambda arch, lam, scale, **kw: base)
+
+    def fake_get(arch, scale, variant, target=yin.TARGET_SPARSITY, **kw):
+        model = yin.build(arch, scale, variant, base=copy.deepcopy(base)).eval()
+        for g in model.gates():
+            n = g.conv.in_channels
+            g.ecg.set_alpha(torch.tensor([1e9 if i < math.floor(target * n) else -1e9 for i in range(n)]))
+        model.update(force=True)
+        return model
+    monkeypatch.setattr(yin, "get", fake_get)
+    images = data.test_images(smoke)[:1]
+    rows = yin.tradeoff("bmshj2018-hyperprior", smoke, [0.5, 0.25], images, tmp_zoo / "measured")
+    assert [(r["model"], r["target sparsity"]) for r in rows] == [("bm", 0.0), ("ecg+bm", 0.25), ("ecg+bm", 0.5)]
+    assert rows[0]["closed (mean)"] == 0 and rows[0]["FLOP reduction (×)"] == pytest.approx(1, abs=1e-3)
+    gated = fake_get("bmshj2018-hyperprior", smoke, "ecg+bm", 0.25).gates()
+    expected = sum(math.floor(0.25 * g.conv.in_channels) / g.conv.in_channels for g in gated) / len(gated)
+    assert rows[1]["closed (mean)"] == pytest.approx(expected)
+    assert 1 < rows[1]["FLOP reduction (×)"] < rows[2]["FLOP reduction (×)"]
+    assert rows[1]["FLOP reduction min (×)"] <= rows[1]["FLOP reduction (×)"] <= rows[1]["FLOP reduction max (×)"]
