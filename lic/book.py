@@ -225,6 +225,14 @@ def training_seconds(scale: str) -> dict:
     return out
 
 
+def short_cpu(name: str) -> str:
+    """A CPU's name for a table column: without trademarks and filler words ("Intel(R) Xeon(R)
+    Processor (family 6, model 167), AVX512" → "Intel Xeon (family 6, model 167), AVX512")."""
+    for word in ("(R)", "(TM)", "(tm)", " Processor", " CPU"):
+        name = name.replace(word, "")
+    return " ".join(name.split())
+
+
 def write_status(scale: str, pending=()) -> Path:
     """``book/status.md``: what ran, when, where, how long (from :func:`runs_log`), the chapters
     not yet executed at this scale (``pending``) with the command that runs them, and what it costs
@@ -240,7 +248,7 @@ def write_status(scale: str, pending=()) -> Path:
              "|---|---|---|---|---|---|---|---|"]
     for name, r in sorted(log.items()):
         lines.append(f"| {name} | {'yes' if r['ok'] else 'no'} | {hm(r['wall_seconds'])} | {r['date']} | "
-                     f"{r['cpu']} | {r['threads']} | {r['torch']} | {r['compressai']} |")
+                     f"{short_cpu(r['cpu'])} | {r['threads']} | {r['torch']} | {r['compressai']} |")
     if pending:
         lines += ["", "Not yet executed at this scale, so not in this book: "
                   + "; ".join(f"{n} (`python -m lic.book run {n} --scale {scale}`)" for n in pending) + "."]

@@ -107,6 +107,11 @@ def test_status_page_reads_in_hours_and_counts_the_rebuild(tmp_path, monkeypatch
     assert train["the zoo (base models)"] > 3600
     assert f"**{book.hm(sum(train.values()) + 3 * 3600 + 7 * 60 + 20)}**" in page
     assert [book.hm(s) for s in (0, 59, 60 * 61, 7200)] == ["0:00", "0:01", "1:01", "2:00"]
+    # a long CPU name keeps the table inside the column (an Intel name made it 744 px in 740)
+    assert book.short_cpu("Intel(R) Xeon(R) Processor (family 6, model 167), AVX512") == \
+        "Intel Xeon (family 6, model 167), AVX512"
+    assert book.short_cpu("AMD EPYC 7B13 64-Core Processor (family 25, model 1), AVX2") == \
+        "AMD EPYC 7B13 64-Core (family 25, model 1), AVX2"
 
 
 def test_unexecuted_chapters_leave_the_toc_and_so_do_emptied_parts():
