@@ -213,7 +213,8 @@ def rd_plot(curves, ax=None, metric="psnr", title=None, xlim=None, legend="insid
     ``curves``: dicts with 'name', 'bpp', metric values, and optional 'kind' in {'ours',
     'published', 'classical (ours)'} which sets the line style: ours solid with markers,
     published dashed, classical codecs measured here dotted. ``legend``: "inside" (lower
-    right), "outside" (right of the axes, for many curves) or None.
+    right), "outside" (right of the axes, for many curves), any other matplotlib ``loc`` (e.g.
+    "upper left", the corner RD curves leave empty) or None.
     """
     import matplotlib.pyplot as plt
     import seaborn as sns
@@ -248,6 +249,6 @@ def rd_plot(curves, ax=None, metric="psnr", title=None, xlim=None, legend="insid
     if legend == "outside":
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     elif legend:
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="lower right" if legend == "inside" else legend)
     return ax
 

@@ -69,6 +69,16 @@ def test_rd_plot_zooms_on_the_points_inside_the_x_limits():
     assert lo < 28.0 and 33.0 < hi < 34.0  # the 45 dB point beyond 1 bpp does not stretch the axis
 
 
+def test_rd_plot_puts_the_legend_where_it_is_asked():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    curves = [{"name": "a", "bpp": [0.2, 0.5], "psnr": [28.0, 31.0]}]
+    assert report.rd_plot(curves, legend="upper left").get_legend()._loc == 2  # matplotlib's code for it
+    assert report.rd_plot(curves, legend="inside").get_legend()._loc == 4  # lower right
+    assert report.rd_plot(curves, legend=None).get_legend() is None
+
+
 def test_tidy_drops_progress_bars_but_keeps_other_stderr(tmp_path):
     import nbformat
 
