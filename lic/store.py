@@ -98,14 +98,53 @@ def fill(model, state: dict, path, hint=""):
     return model.eval()
 
 
-def save_model(model, path, spec: dict, meta: dict, half=True) -> str:
+# no committed file may exceed 8 MiB: a model file over this is written in parts (see save_model)
+MAX_FILE_BYTES = 7 * 2**20
+
+
+def _groups(state: dict, limit: int) -> list:
+    """``state`` split, in order, into dicts of at most ``limit`` bytes of tensor data each."""
+    groups, size = [{}], 0
+    for k, v in state.items():
+        n = v.numel() * v.element_size()
+        if groups[-1] and size + n > limit:
+            groups.append({})
+            size = 0
+        groups[-1][k] = v
+        size += n
+    return groups
+
+
+def part_path(path, i: int) -> Path:
+    path = Path(path)
+    return path.with_name(f"{path.stem}.part{i}{path.suffix}")
+
+
+def model_files(path) -> list:
+    """The files one stored model occupies: ``path`` and its parts, if any."""
+    path = Path(path)
+    return [path] + sorted(path.parent.glob(f"{path.stem}.part*{path.suffix}"))
+
+
+def save_model(model, path, spec: dict, meta: dict, half=True, keep_fp32=None, max_bytes=MAX_FILE_BYTES) -> str:
     """Store ``model`` as ``{"spec", "state_dict", "meta"}`` (``spec``: what rebuilds it), its weights
-    as :func:`stored_state` keeps them. Returns the file's sha256."""
-    return write({"spec": dict(spec), "state_dict": stored_state(model, half), "meta": meta}, path)
+    as :func:`stored_state` keeps them. Weights over ``max_bytes`` go to part files beside it
+    (``name.part1.pt``, …), each listed with its sha256 under ``parts``, so one manifest sha256
+    still vouches for every byte. Returns the (main) file's sha256."""
+    state = stored_state(model, half, keep_fp32)
+    first, *rest = _groups(state, max_bytes)
+    for old in model_files(path)[1:]:
+        old.unlink()  # parts of an earlier, larger save
+    parts = [{"file": part_path(path, i).name, "sha256": write(g, part_path(path, i))} for i, g in enumerate(rest, 1)]
+    return write({"spec": dict(spec), "state_dict": first, "parts": parts, "meta": meta}, path)
 
 
 def load_model(path, build, sha256=None, hint=""):
     """The model stored by :func:`save_model`, rebuilt with ``build(**spec)``, in fp32 and eval
-    mode, its coder tables rebuilt; ``sha256`` (from the manifest) is checked when given."""
+    mode, its coder tables rebuilt; ``sha256`` (from the manifest) is checked when given, and each
+    part's own sha256 (from the main file)."""
     ck = read(path, sha256, hint)
-    return fill(build(**ck["spec"]), ck["state_dict"], path, hint)
+    state = dict(ck["state_dict"])
+    for part in ck.get("parts", []):
+        state.update(read(Path(path).parent / part["file"], part["sha256"], hint))
+    return fill(build(**ck["spec"]), state, path, hint)

@@ -222,13 +222,25 @@ def _step(model, x, opt, aux_opt, main_params, cfg, hooks, loop, step):
     return terms
 
 
-def _measurer(model, main_params, aux_params, cfg, batch, crop, data_shape=None, warmup=2, steps=5):
+class _LossOnly(Hook):
+    """A hook's loss terms without its side effects (gradient edits, its own optimizer steps)."""
+
+    def __init__(self, hook):
+        self.hook = hook
+
+    def loss(self, model, out, x):
+        return self.hook.loss(model, out, x)
+
+
+def _measurer(model, main_params, aux_params, cfg, batch, crop, data_shape=None, warmup=2, steps=5, hooks=()):
     """``measure(loop, best)`` for :func:`lic.precision.choose`: median seconds of ``steps`` steps
     (after ``warmup``) of a copy of ``model`` on random batches of the real shape (``data_shape(n,
-    crop)``, the training data's ``shape``; default: images), with throwaway
-    optimizers and every RNG restored, so calibrating leaves the run exactly as it was. A loop
-    whose first warm-up step alone takes over 3x the best median so far is not timed further."""
+    crop)``, the training data's ``shape``; default: images), the ``hooks``' loss terms included,
+    with throwaway optimizers and every RNG restored, so calibrating leaves the run exactly as it
+    was. A loop whose first warm-up step alone takes over 3x the best median so far is not timed
+    further; one whose loss is not finite at any step scores ``inf``, so it is never chosen."""
     names = {id(p): n for n, p in model.named_parameters()}
+    loss_only = [_LossOnly(h) for h in hooks]
 
     def measure(loop, best):
         twin = copy.deepcopy(model)
@@ -242,12 +254,31 @@ def _measurer(model, main_params, aux_params, cfg, batch, crop, data_shape=None,
             x = to_format(torch.rand(data_shape(batch, crop) if data_shape else (batch, 3, crop, crop)))
             for i in range(warmup + steps):
                 t0 = time.perf_counter()
-                _step(twin, x, opt, aux_opt, main, cfg, (), loop, 0)
+                terms = _step(twin, x, opt, aux_opt, main, cfg, loss_only, loop, 0)
                 times.append(time.perf_counter() - t0)
+                if not math.isfinite(terms["loss"].item()):
+                    return math.inf
                 if i == 0 and best is not None and times[-1] > 3 * best:
                     return times[-1]
         return statistics.median(times[warmup:])
     return measure
+
+
+# what may change between the parts of one run: the length (a longer schedule), how fast a step
+# runs, and how often it is logged or saved; anything else makes it another run
+RESUMABLE_CHANGES = ("steps", "precision", "channels_last", "checkpoint_every", "eval_every")
+
+
+def _check_resumable(checkpoint, saved, cfg) -> None:
+    """Refuse to continue ``checkpoint`` under a configuration it was not trained with."""
+    if not saved:
+        return  # written before configurations were saved
+    now = asdict(cfg)
+    changed = [f"{k}={saved[k]!r} there, {now[k]!r} now" for k in now
+               if k in saved and k not in RESUMABLE_CHANGES and saved[k] != now[k]]
+    if changed:
+        raise ValueError(f"{checkpoint} was trained with another configuration ({'; '.join(changed)}); "
+                         "move it away (or delete it) to train from the start, or ask for its configuration")
 
 
 def train(model, data, cfg: TrainConfig, checkpoint=None, hooks=(), params=None, evaluate=None,
@@ -283,6 +314,7 @@ def train(model, data, cfg: TrainConfig, checkpoint=None, hooks=(), params=None,
     checkpoint = Path(checkpoint) if checkpoint else None
     if checkpoint and checkpoint.exists():
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        _check_resumable(checkpoint, state.get("config"), cfg)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if aux_opt and state.get("aux_optimizer"):
@@ -325,7 +357,8 @@ def train(model, data, cfg: TrainConfig, checkpoint=None, hooks=(), params=None,
                 continue
             loop, times, how = prec.choose(
                 model, batch, crop, end - step, precision=precision, channels_last=cfg.channels_last,
-                trained=trained, measure=_measurer(model, main_params, aux_params, cfg, batch, crop, data.shape))
+                trained=trained, measure=_measurer(model, main_params, aux_params, cfg, batch, crop, data.shape,
+                                                   hooks=hooks))
             loops.append({"from_step": step, "loop": loop.name, "how": how, "s_per_step": times,
                           "cpu": prec.cpu_model(), "torch": str(torch.__version__)})
             (tqdm.write if progress else lambda m: None)(f"{desc}: {prec.describe(loop, times, how)}")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lic import data, precision, zoo
-from lic.train import TrainConfig, train
+from lic.train import Hook, TrainConfig, _measurer, split_parameters, train
 
 
 def _setup(smoke, **cfg):
@@ -151,3 +151,23 @@ def test_zoo_records_the_loop_in_manifest_and_curve(tmp_zoo, monkeypatch):
     assert entry["precision"][0]["cpu"] == precision.cpu_model()
     curve = zoo.learning_curve("bmshj2018-hyperprior", 0.025, smoke)
     assert set(curve["precision"]) == {"fp32+channels_last"}
+
+
+class _BreaksUnderAutocast(Hook):
+    """A loss term that overflows only in bf16, like HiFiC's MS-SSIM term did before it was kept fp32."""
+
+    def loss(self, model, out, x):
+        return {"fragile": torch.tensor(-math.inf if torch.is_autocast_enabled("cpu") else 0.0)}
+
+
+def test_a_loop_whose_loss_is_not_finite_is_never_chosen(smoke, tmp_zoo):
+    """The probe runs the hooks' loss terms too: a bf16 loop that is fast but breaks the loss
+    scores inf and auto keeps an fp32 loop (the HiFiC run that failed at step 1)."""
+    model, ds, cfg = _setup(smoke)
+    main, aux = split_parameters(model)
+    measure = _measurer(model, main, aux, cfg, 2, 64, ds.shape, warmup=0, steps=1, hooks=[_BreaksUnderAutocast()])
+    loop, times, how = precision.choose(model, 2, 64, 1000, measure, precision="auto")
+    assert how == "measured" and times["bf16+channels_last"] == math.inf
+    assert loop.precision == "fp32" and all(math.isfinite(v) for k, v in times.items() if k.startswith("fp32"))
+    plain = _measurer(model, main, aux, cfg, 2, 64, ds.shape, warmup=0, steps=1)
+    assert math.isfinite(plain(precision.Loop("bf16", True), None))  # the hook, not the loop, breaks it

@@ -38,6 +38,18 @@ def test_resumed_training_continues_identically(smoke, tmp_path):
         assert torch.equal(va, vc), k
 
 
+def test_a_checkpoint_refuses_another_configuration_but_not_a_longer_run(smoke, tmp_path):
+    """A changed learning rate once resumed a collapsed run as if it were the new one; now it is
+    refused with the field, both values and the fix. More steps (or another precision) resume."""
+    model, ds, cfg = _setup(smoke)
+    train(model, ds, cfg, checkpoint=tmp_path / "s.pt", progress=False, stop_after=4)
+    model, ds, _ = _setup(smoke)
+    with pytest.raises(ValueError, match=r"lr=0\.0005 there, 0\.0001 now.*move it away"):
+        train(model, ds, TrainConfig(**{**cfg.__dict__, "lr": 1e-4}), checkpoint=tmp_path / "s.pt", progress=False)
+    longer = TrainConfig(**{**cfg.__dict__, "steps": 16, "precision": "fp32"})
+    assert train(model, ds, longer, checkpoint=tmp_path / "s.pt", progress=False)[-1]["step"] == 16
+
+
 def test_training_reduces_the_loss(smoke):
     model, ds, cfg = _setup(smoke)
     cfg.steps, cfg.lr = 40, 1e-3

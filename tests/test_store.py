@@ -1,0 +1,56 @@
+"""How models are stored: parts under the per-file limit, every part checked, nothing stale."""
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from lic import store
+from lic.models.rnn import RNNCodec
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def _codec():
+    torch.manual_seed(0)
+    return RNNCodec(width=1 / 16, iterations=2).eval()
+
+
+def _rebuild(codec, width, iterations):
+    return RNNCodec(width, iterations)
+
+
+def test_a_model_over_the_limit_is_stored_in_parts_and_loads_back_whole(tmp_path):
+    model = _codec()
+    spec = {"codec": "rnn", "width": 1 / 16, "iterations": 2}
+    limit = 80_000  # bytes of fp16 weights per file (its largest tensor: 74 kB): parts for its 281 kB
+    sha = store.save_model(model, tmp_path / "m.pt", spec, {}, max_bytes=limit)
+    files = store.model_files(tmp_path / "m.pt")
+    assert len(files) >= 3 and [f.name for f in files[1:3]] == ["m.part1.pt", "m.part2.pt"]
+    assert all(f.stat().st_size < limit + 8_000 for f in files)  # tensor data + pickle overhead
+    loaded = store.load_model(tmp_path / "m.pt", _rebuild, sha)
+    for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a.half().float(), b), k
+
+    store.save_model(model, tmp_path / "m.pt", spec, {})  # stored again, in one file
+    assert store.model_files(tmp_path / "m.pt") == [tmp_path / "m.pt"]  # no stale part left behind
+
+
+def test_a_damaged_part_is_named(tmp_path):
+    spec = {"codec": "rnn", "width": 1 / 16, "iterations": 2}
+    sha = store.save_model(_codec(), tmp_path / "m.pt", spec, {}, max_bytes=80_000)
+    part = tmp_path / "m.part2.pt"
+    part.write_bytes(part.read_bytes()[:-10])
+    with pytest.raises(store.StoredModelError, match=r"m\.part2\.pt is corrupt"):
+        store.load_model(tmp_path / "m.pt", _rebuild, sha)
+
+
+def test_no_committed_file_exceeds_8_mib():
+    """The repository takes no file over 8 MiB; model files are split below it (MAX_FILE_BYTES)."""
+    if not (PROJECT / ".git").exists():
+        pytest.skip("not a git checkout")
+    names = subprocess.run(["git", "ls-files", "-z"], cwd=PROJECT, capture_output=True, check=True).stdout
+    big = [(n, (PROJECT / n).stat().st_size) for n in names.decode().split("\0")
+           if n and (PROJECT / n).is_file() and (PROJECT / n).stat().st_size > 8 * 2**20]
+    assert not big, f"files over 8 MiB: {big}; store models with lic.store.save_model (it splits them)"
+
