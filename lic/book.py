@@ -393,7 +393,8 @@ def plan(name: str, scale: str, parameters=None) -> list:
         miss = [c for c in yu.CODECS if c not in m]
         lines.append(f"  codecs: {len(yu.CODECS) - len(miss)} of {len(yu.CODECS)} trained" + (
             f"; to TRAIN (`python -m lic.yu train --scale {scale}`): {', '.join(miss)}"
-            f" (RNN {S.rnn_steps} steps, HiFiC-style {S.hific_steps} + {S.hific_gan_steps})" if miss else ""))
+            f" (RNN {S.rnn_steps} steps, HiFiC-style {S.hific_steps} + {S.hific_gan_steps}"
+            f" + {S.hific_late_steps} + {S.hific_late_gan_steps})" if miss else ""))
     if name == "05_tao":
         from . import store, tao
 

@@ -115,13 +115,15 @@ def evaluate_image(model, img8: np.ndarray, real=True, repeats=1, msssim=True) -
     return row
 
 
-def evaluate(model, images, real=True, repeats=1, timed=None, progress=True, desc="evaluate") -> dict:
+def evaluate(model, images, real=True, repeats=1, timed=None, progress=True, desc="evaluate",
+             msssim=True) -> dict:
     """Evaluate ``model`` on ``images`` [(name, HxWx3 uint8)]: {'mean': {...}, 'images': [...]}.
 
     Real bitstreams: entropy tables are rebuilt with ``update(force=True)``; each image is
     compressed and decompressed, the decoded image must match the forward reconstruction.
     Latency: median of ``repeats`` runs after a warm-up, on the first ``timed`` images (all by
-    default); the mean encode/decode times are over those images only.
+    default); the mean encode/decode times are over those images only. ``msssim=False`` skips
+    MS-SSIM (it needs both sides over 160 px).
     """
     if not images:
         raise ValueError("no test images given")
@@ -131,7 +133,7 @@ def evaluate(model, images, real=True, repeats=1, timed=None, progress=True, des
         model.update(force=True)
     rows = []
     for i, (name, img) in enumerate(tqdm(images, desc=desc, disable=not progress, leave=False)):
-        row = evaluate_image(model, img, real, repeats if i < timed else 1)
+        row = evaluate_image(model, img, real, repeats if i < timed else 1, msssim=msssim)
         if i >= timed:
             row.pop("encode_ms", None)
             row.pop("decode_ms", None)

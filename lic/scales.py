@@ -60,6 +60,8 @@ class Scale:
     hific_width: float = 1.0       # the HiFiC-style codec: fraction of the reference widths (Yu)
     hific_steps: int = 0           # its rate-distortion warm-up steps
     hific_gan_steps: int = 0       # its GAN-stage steps, from the warm-up model
+    hific_late_steps: int = 0      # then rate-distortion steps on crops twice as large (half the batch)
+    hific_late_gan_steps: int = 0  # and GAN steps on those crops
     arch_steps: tuple = ()      # ((arch, steps, finetune_steps), ...): per-architecture schedules
 
     def schedule(self, arch: str) -> tuple:
@@ -89,6 +91,7 @@ SCALES = {
         prune_finetune_steps=10, estimate_iters=5, resrep_steps=20, vr_steps=40, vr_lr=1e-3,
         slim_steps=20, slim_lr=1e-3, slim_lambdas=(0.0067, 0.0250), label_crops=16, agent_steps=10,
         rnn_width=1 / 16, rnn_iterations=4, rnn_steps=20, hific_width=1 / 16, hific_steps=20, hific_gan_steps=10,
+        hific_late_steps=4, hific_late_gan_steps=4,
     ),
     "cpu": Scale(
         name="cpu", N=64, M=96, lambdas=(0.0035, 0.0067, 0.0130, 0.0250), train_set="bsds500",
@@ -98,6 +101,7 @@ SCALES = {
         slim_steps=3000, slim_lambdas=(0.0035, 0.0067, 0.0130, 0.0250),
         label_crops=2400, agent_steps=1500,
         rnn_width=0.25, rnn_iterations=4, rnn_steps=8000, hific_width=0.2, hific_steps=8000, hific_gan_steps=2000,
+        hific_late_steps=1500, hific_late_gan_steps=1000,
         # cheng2020-attn steps ~4.5x slower; its 30k + 8k-step family already beats WebP
         arch_steps=(("cheng2020-attn", 30000, 8000),),
     ),

@@ -228,3 +228,31 @@ def test_fx_int8_names_the_fix_for_untraceable_parts():
         quantize.fx_int8(_Holder(), ("nope",), [torch.rand(1, 3, 8, 8)])
     with pytest.raises(ValueError, match="calibration"):
         quantize.fx_int8(_Holder(), ("part",), [])
+
+
+# -- training the HiFiC-style codec -------------------------------------------------------------
+
+def test_hific_ends_on_crops_twice_as_large(smoke):
+    stages = {name: (steps, cfg) for name, steps, cfg in yu._stages("hific", smoke)}
+    assert list(stages) == ["rd", "gan", "rd-late", "gan-late"]
+    for name in ("rd-late", "gan-late"):
+        assert stages[name][1]["crop"] == 2 * smoke.crop and stages[name][1]["batch"] == smoke.batch // 2
+
+
+def test_hific_continues_from_a_stored_model_without_rerunning_its_stages(smoke, tmp_zoo):
+    first = smoke.with_(hific_late_steps=0, hific_late_gan_steps=0)
+    yu.train_codec("hific", first, progress=False)
+    path = yu.models_dir(smoke) / "hific.pt"
+    done = path.with_name("first.pt")
+    path.rename(done)
+    model = yu.train_codec("hific", smoke, progress=False, init=(done, "gan", 12.5))
+    runs = {p.name for p in (tmp_zoo / "runs" / "smoke" / yu.CHAPTER).glob("hific-init-*/*.state.pt")}
+    assert runs == {"rd-late.state.pt", "gan-late.state.pt"}  # rd and gan came with the file
+    entry = yu.store.read_manifest(yu.CHAPTER, smoke)["hific"]
+    assert yu.lic_data.sha256(done) in entry["start"] and entry["train_seconds"] > 12.5
+    assert entry["steps"] == {"rd": smoke.hific_steps, "gan": smoke.hific_gan_steps,
+                              "rd-late": smoke.hific_late_steps, "gan-late": smoke.hific_late_gan_steps}
+    assert [r["size"] for r in entry["init_rate_by_size"]] == ["128 px", "256 px", "whole"]
+    assert isinstance(model, HiFiC)
+    with pytest.raises(ValueError, match="stage of --init.*rd-late"):
+        yu.train_codec("hific", smoke, progress=False, init=(done, "warmup"))
