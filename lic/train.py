@@ -232,6 +232,19 @@ class _LossOnly(Hook):
         return self.hook.loss(model, out, x)
 
 
+def copy_model(model):
+    """A deep copy of ``model``, also when ``torch.nn.utils.prune`` masks are on: the weight such a
+    mask recomputes before every forward is held as a non-leaf tensor, which ``deepcopy`` refuses;
+    it is detached first (the next forward recomputes it from ``weight_orig`` and the mask)."""
+    from torch.nn.utils.prune import BasePruningMethod
+
+    for m in model.modules():
+        for hook in m._forward_pre_hooks.values():
+            if isinstance(hook, BasePruningMethod):
+                setattr(m, hook._tensor_name, getattr(m, hook._tensor_name).detach())
+    return copy.deepcopy(model)
+
+
 def _measurer(model, main_params, aux_params, cfg, batch, crop, data_shape=None, warmup=2, steps=5, hooks=()):
     """``measure(loop, best)`` for :func:`lic.precision.choose`: median seconds of ``steps`` steps
     (after ``warmup``) of a copy of ``model`` on random batches of the real shape (``data_shape(n,
@@ -243,7 +256,7 @@ def _measurer(model, main_params, aux_params, cfg, batch, crop, data_shape=None,
     loss_only = [_LossOnly(h) for h in hooks]
 
     def measure(loop, best):
-        twin = copy.deepcopy(model)
+        twin = copy_model(model)
         by_name = dict(twin.named_parameters())
         main = [by_name[names[id(p)]] for p in main_params]
         aux = [by_name[names[id(p)]] for p in aux_params]

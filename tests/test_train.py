@@ -125,3 +125,22 @@ def test_a_paused_job_does_not_count_the_pause_as_training_time(smoke):
     curve = train(model, ds, cfg, hooks=[Pause()], progress=False)
     assert curve[-1]["elapsed_s"] < 1.0
     assert signal.getsignal(signal.SIGCONT) == signal.SIG_DFL  # the handler is put back
+
+
+def test_a_model_with_pruning_masks_on_can_be_copied_for_the_precision_probe():
+    import torch.nn as nn
+    from torch.nn.utils import prune
+
+    from lic.train import copy_model
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.ConvTranspose2d(4, 3, 3))
+    for m in (net[0], net[2]):
+        prune.l1_unstructured(m, "weight", amount=0.3)
+    x = torch.rand(1, 3, 8, 8)
+    net(x).sum().backward()  # the masked weights are now non-leaf tensors
+    twin = copy_model(net)
+    assert torch.equal(twin(x), net(x))
+    assert torch.equal(twin[0].weight_mask, net[0].weight_mask) and (twin[0].weight == 0).sum() == 32
+    net.zero_grad()
+    net(x).sum().backward()  # the original still trains through its masks
+    assert net[0].weight_orig.grad is not None and (net[0].weight_orig.grad[net[0].weight_mask == 0] == 0).all()
