@@ -231,8 +231,8 @@ def _stages(codec: str, scale: Scale) -> list:
     # to a near-zero-rate mean image (cpu, 8000 steps: train MSE stuck at 0.04-0.07, Kodak 14.8 dB)
     common = dict(late_crop=0, late_frac=0.0, lr=1e-4, lr_final=1e-5)
     # Then crops twice as large: on 128 px crops the latent is 8x8 and the hyper-latent 2x2, every
-    # position a border one, and the hyperprior learned scales that hold only there (the same
-    # weights: 0.31 bpp on 128 px crops, 0.85 on 256 px, 1.0 on whole Kodak images at equal PSNR)
+    # position a border one, and the hyperprior learned scales that hold only there (our first
+    # model's bpp grew with the image: its manifest entry's init_rate_by_size)
     late = dict(common, crop=2 * scale.crop, batch=max(1, scale.batch // 2))
     return [("rd", scale.hific_steps, common), ("gan", scale.hific_gan_steps, common),
             ("rd-late", scale.hific_late_steps, late), ("gan-late", scale.hific_late_gan_steps, late)]
@@ -770,6 +770,8 @@ def main(argv=None) -> int:
     scale = get_scale(args.scale)
     if args.init and (len(args.codec or ()) != 1 or not args.init_stage):
         ap.error("--init needs exactly one --codec and --init-stage")
+    if args.init and not Path(args.init).is_file():
+        ap.error(f"--init {args.init}: no such file (a model stored by `python -m lic.yu train`)")
     for codec in args.codec or CODECS:
         t0 = time.time()
         if args.init:

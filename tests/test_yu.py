@@ -256,3 +256,9 @@ def test_hific_continues_from_a_stored_model_without_rerunning_its_stages(smoke,
     assert isinstance(model, HiFiC)
     with pytest.raises(ValueError, match="stage of --init.*rd-late"):
         yu.train_codec("hific", smoke, progress=False, init=(done, "warmup"))
+
+
+def test_init_refuses_a_missing_file_in_one_line(capsys):
+    with pytest.raises(SystemExit) as err:
+        yu.main(["train", "--scale", "smoke", "--codec", "hific", "--init", "nowhere.pt", "--init-stage", "gan"])
+    assert err.value.code == 2 and "nowhere.pt: no such file" in capsys.readouterr().err
