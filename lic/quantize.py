@@ -172,8 +172,18 @@ def fx_int8(model, parts, calibrate, skip=FLOAT_MODULES, float_layers=()):
             for x in calibrate:
                 q(x)
         for name in found:
-            _set(q, name, convert_fx(q.get_submodule(name)))
+            part = convert_fx(q.get_submodule(name))
+            part.register_forward_pre_hook(_contiguous_inputs)
+            _set(q, name, part)
     return q
+
+
+def _contiguous_inputs(module, args):
+    """An int8 part sees its input in one memory layout whatever the caller holds: a float layer's
+    kernel depends on the layout (forward() hands g_s a channels_last ŷ from g_a's int8 output,
+    decompress() a contiguous one), and an int8 layer after it turns those last-bit differences
+    into whole quantization steps (the decoded HiFiC image was 36 dB from forward's)."""
+    return tuple(a.contiguous() if torch.is_tensor(a) else a for a in args)
 
 
 def int8_modules(model) -> int:
