@@ -117,3 +117,32 @@ def test_committed_results_of_every_run_chapter_carry_valid_claims():
         res = json.loads((claims.PAPERS.parent / "results" / chapter / "cpu.json").read_text())
         assert res.get("claims"), f"{chapter} has no claims"
         claims.check(res["claims"])
+
+
+def _yu_tables(ssim2):
+    """Tables 1 and 2 rows as lic.yu.pruned_table writes them: unpruned SSIM 0.6, every row the same
+    size and time except Table 2's SSIM, given per row."""
+    from lic import yu
+
+    row = lambda pruned, ssim: {"pruned": pruned, "ssim": ssim, "bytes": 1000.0, "total_s": 10.0, "spread_pct": 5.0}
+    t1 = [row(yu.label(c), 0.6) for c in yu.combinations("rnn")]
+    t2 = [row(yu.label(c), ssim2.get(yu.label(c), 0.6)) for c in yu.combinations("hific")]
+    return t1, t2
+
+
+@pytest.mark.parametrize("ssim2, verdict", [
+    ({"G": 0.4, "E+G": 0.4, "G+P": 0.4, "E+G+P": 0.4}, "reproduced"),  # only G costs
+    ({"G": 0.4, "E+G": 0.3, "G+P": 0.4, "E+G+P": 0.3, "E": 0.45, "E+P": 0.45}, "partly reproduced"),  # E costs too
+    ({"E": 0.45, "E+P": 0.45}, "not reproduced"),  # G costs nothing, E does
+])
+def test_yu_hific_generator_claim_needs_both_halves(ssim2, verdict):
+    """Yu et al.: pruning G costs quality AND pruning E or P does not; ours at cpu lost 0.15 SSIM to E."""
+    from lic import report, yu
+
+    t1, t2 = _yu_tables(ssim2)
+    eager = {"rnn_uncalibrated": {"residual_zero_fraction": 1.0, "output_unique": 1},
+             "rnn_calibrated": {"psnr": 21.0}, "hific_default": {"error": "AssertionError: x"},
+             "hific_per_tensor": {"psnr": 21.0}}
+    got = yu.claims_for(t1, t2, eager, {"rnn": [], "hific": []}, [],
+                        report.paper_table("yu_table1"), report.paper_table("yu_table2"))
+    assert {c["id"]: c["verdict"] for c in got}["yu-hific-generator"] == verdict
