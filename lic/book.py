@@ -155,8 +155,8 @@ def _findings_source(nb, name: str, results_root=None):
 
 
 def tidy(path, name=None, results_root=None) -> int:
-    """Make an executed notebook a page: remove progress-bar noise from its stderr outputs (other
-    stderr, warnings included, is kept), tag its code cells (:func:`_page_tags`), and put the
+    """Make an executed notebook a page: remove progress bars and torch's C++ warnings from its stderr
+    outputs (:func:`_is_noise`; other stderr, Python warnings included, is kept), tag its code cells (:func:`_page_tags`), and put the
     chapter's findings (its claims and verdicts, from the results file the run wrote) right after
     the title cell, replacing an older findings cell. In place; ``name``: the chapter (default: the
     file's stem). Returns how many outputs were removed."""
