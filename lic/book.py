@@ -413,6 +413,7 @@ def plan(name: str, scale: str, parameters=None) -> list:
         agents = [k for k in m if k.startswith("agent-")]
         lines.append(f"  routing agents: {len(agents)} recorded (trained in the chapter, minutes each)")
     if name == "06_synthesis":
+        from . import data as lic_data
         from . import synthesis
 
         found, missing = synthesis.collect(S, p.chapters)
@@ -426,6 +427,11 @@ def plan(name: str, scale: str, parameters=None) -> list:
                          f"resumable ({p.timed_images} images, {S.timing_repeats} repeats + a warm-up, at "
                          "00_baselines' encode + decode time of each architecture"
                          + (f"; {unknown} points of other codecs not estimated" if unknown else "") + ")")
+            n = len(lic_data.test_images(S, p.data_root))
+            secs, _ = synthesis.timing_seconds(points, n, 0, image_ms)
+            lines.append(f"  quality and rate: up to ≈ {secs / 60:.0f} min more, for the points not yet measured "
+                         f"on this machine (each codes the {n} test images once; what a chapter measured here "
+                         "is reused)")
     runs = zoo.runs_dir(S)
     states = sorted((runs / name).rglob("*.state.pt")) if (runs / name).exists() else []
     cached = len(list((runs / "measured").glob("*.json"))) if (runs / "measured").exists() else 0

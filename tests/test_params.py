@@ -112,3 +112,20 @@ def test_dry_run_estimates_training_time_from_the_manifests(tmp_zoo, capsys, mon
     assert book.main(["run", "03_yin", "--scale", "smoke", "--dry-run", "-p", "archs=mbt2018"]) == 0
     # 3 models of 40 steps at 90 s/step
     assert f"≈ {3 * smoke.vr_steps * 90 / 3600:.1f} h at the s/step of the trained ones" in capsys.readouterr().out
+
+
+def test_dry_run_of_the_synthesis_estimates_timing_and_quality_from_the_zoos_times(tmp_zoo, capsys, monkeypatch):
+    from lic import data, synthesis
+
+    pts = [{"arch": "a", "name": "p1"}, {"arch": "a", "name": "p2"}, {"arch": "b", "name": "p3"}]
+    monkeypatch.setattr(synthesis, "collect", lambda S, chapters: (pts, {"02_luo": "python -m lic.book run 02_luo"}))
+    monkeypatch.setattr(synthesis, "stack_candidates", lambda found: [])
+    monkeypatch.setattr(synthesis, "zoo_image_ms", lambda S: {"a": 1000.0, "b": 4000.0})
+    monkeypatch.setattr(data, "test_images", lambda S, root=None: [("x", None)] * 30)
+    assert book.main(["run", "06_synthesis", "--scale", "smoke", "--dry-run", "-p", "timed_images=2"]) == 0
+    out = capsys.readouterr().out
+    assert "3 registered; none from 02_luo (`python -m lic.book run 02_luo`)" in out
+    # timing: (1 + 1 + 4 s) x 2 images x (repeats + a warm-up); quality: (1 + 1 + 4 s) x 30 images once
+    from lic.scales import get_scale
+    assert f"≈ {6 * 2 * (get_scale('smoke').timing_repeats + 1) / 60:.0f} min for 3 points" in out
+    assert "quality and rate: up to ≈ 3 min more" in out and "codes the 30 test images once" in out
