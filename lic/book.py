@@ -78,6 +78,15 @@ def _record(name, scale, seconds, ok):
     path.write_text(json.dumps(log, indent=1, sort_keys=True) + "\n")
 
 
+def kept_measurements(scale: str) -> Path:
+    """Untimed measurements kept with the book (committed at ``cpu``: a few hundred bytes each):
+    quality, rate and MACs of a model's weights on the test images, whichever chapter or machine
+    measured them. A chapter run starts from them and adds what it measured
+    (:func:`lic.evaluate.share_untimed`), so a rerun elsewhere — 06_synthesis above all, which
+    measures every chapter's points — codes only what is new. Times are never kept here."""
+    return book_root(scale) / "data" / "measured" / scale
+
+
 def run(name: str, scale: str = "cpu", parameters=None, progress=True, record=True) -> Path:
     """Execute chapter ``name`` at ``scale`` with papermill; return the executed notebook."""
     import papermill as pm
@@ -94,6 +103,11 @@ def run(name: str, scale: str = "cpu", parameters=None, progress=True, record=Tr
     log.parent.mkdir(parents=True, exist_ok=True)
     if progress:
         print(f"live output (progress bars): tail -f {log}", file=sys.stderr)
+    from .evaluate import share_untimed
+    from .zoo import runs_dir
+
+    measured, kept = runs_dir(get_scale(scale)) / "measured", kept_measurements(scale)
+    share_untimed(kept, measured)
     t0 = time.time()
     ok = False
     try:
@@ -109,6 +123,9 @@ def run(name: str, scale: str = "cpu", parameters=None, progress=True, record=Tr
     finally:
         if record:
             _record(name, scale, time.time() - t0, ok)
+        n = share_untimed(measured, kept)  # a failed run's measurements hold as well
+        if n and progress:
+            print(f"kept {n} new untimed measurements in {kept.relative_to(PROJECT)}", file=sys.stderr)
     out.parent.mkdir(parents=True, exist_ok=True)
     tidy(partial, name)
     shutil.move(partial, out)
@@ -429,13 +446,15 @@ def plan(name: str, scale: str, parameters=None) -> list:
                          + (f"; {unknown} points of other codecs not estimated" if unknown else "") + ")")
             n = len(lic_data.test_images(S, p.data_root))
             secs, _ = synthesis.timing_seconds(points, n, 0, image_ms)
-            lines.append(f"  quality and rate: up to ≈ {secs / 60:.0f} min more, for the points not yet measured "
-                         f"on this machine (each codes the {n} test images once; what a chapter measured here "
-                         "is reused)")
+            lines.append(f"  quality and rate: up to ≈ {secs / 60:.0f} min more, for the points never measured "
+                         f"(each codes the {n} test images once; what is kept in {kept_measurements(scale).relative_to(PROJECT)} "
+                         "or cached on this machine is reused)")
     runs = zoo.runs_dir(S)
     states = sorted((runs / name).rglob("*.state.pt")) if (runs / name).exists() else []
     cached = len(list((runs / "measured").glob("*.json"))) if (runs / "measured").exists() else 0
-    lines.append(f"  reuses: {len(states)} training states under {runs / name}, {cached} cached measurements")
+    kept = len(list(kept_measurements(scale).glob("*.json")))
+    lines.append(f"  reuses: {len(states)} training states under {runs / name}, {cached} cached measurements, "
+                 f"{kept} kept with the book")
     log = json.loads(runs_log(scale).read_text()) if runs_log(scale).exists() else {}
     last = log.get(name)
     lines.append(f"  last run: {last['wall_seconds'] / 60:.0f} min on {last['date']} ({last['cpu']})" if last

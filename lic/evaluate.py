@@ -192,6 +192,29 @@ def summarize_cached(model, images, cache_dir, version=MEASUREMENT_VERSION, iden
     return row
 
 
+def share_untimed(src, dst) -> int:
+    """Copy into folder ``dst`` the measurements :func:`summarize_cached` kept in ``src`` that
+    ``dst`` lacks, the untimed ones only (quality, rate, MACs: what the weights and the images
+    decide, on any machine; a time is the machine's and is taken where it is reported). Returns
+    how many it copied. :func:`lic.book.run` uses it both ways with the book's kept measurements."""
+    import shutil
+
+    n = 0
+    for f in sorted(Path(src).glob("*.json")) if Path(src).is_dir() else []:
+        target = Path(dst) / f.name
+        if target.exists():
+            continue
+        try:
+            args = json.loads(f.read_text()).get("key", {}).get("args", {})
+        except ValueError:  # a file cut short by a kill: measured again next time
+            continue
+        if args.get("timed") == 0:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, target)
+            n += 1
+    return n
+
+
 def fingerprintable(model) -> bool:
     """Whether :func:`lic.weights.fingerprint` can hash ``model``'s state: plain tensors only (an
     int8 model's packed weights are not)."""

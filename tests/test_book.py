@@ -184,3 +184,30 @@ def test_findings_refuse_a_malformed_claim():
     bad = [dict(report.load_results("01_liao", "cpu")["claims"][0], verdict="sort of")]
     with pytest.raises(ValueError):
         lic_claims.findings(bad, "cpu")
+
+
+def test_a_run_starts_from_the_kept_measurements_and_keeps_what_it_measured(tmp_path, monkeypatch):
+    import papermill as pm
+
+    from lic import zoo
+    from lic.scales import get_scale
+
+    monkeypatch.setenv("LIC_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setattr(book, "book_root", lambda scale: tmp_path / "root")
+    monkeypatch.setattr(book, "PROJECT", tmp_path)
+    kept = book.kept_measurements("smoke")
+    kept.mkdir(parents=True)
+    untimed = {"key": {"args": {"timed": 0}}, "row": {"psnr": 30.0}}
+    (kept / "old-1.json").write_text(json.dumps(untimed))
+    measured = zoo.runs_dir(get_scale("smoke")) / "measured"
+
+    def chapter(source, out, **kw):  # a run that finds the kept row and measures two more
+        assert (measured / "old-1.json").exists()
+        (measured / "new-1.json").write_text(json.dumps(untimed))
+        (measured / "new-2.json").write_text(json.dumps({"key": {"args": {"timed": 3}}, "row": {}}))
+        raise RuntimeError("the chapter fails after measuring")
+
+    monkeypatch.setattr(pm, "execute_notebook", chapter)
+    with pytest.raises(RuntimeError, match="failed at scale smoke"):
+        book.run("02_luo", "smoke", progress=False, record=False)
+    assert sorted(p.name for p in kept.glob("*.json")) == ["new-1.json", "old-1.json"]  # no time kept

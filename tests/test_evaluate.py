@@ -197,3 +197,24 @@ def test_views_of_one_supernet_never_share_a_cached_measurement(smoke, tmp_path,
     before = len(list(cache.glob("*.json")))
     ev.quality_cached(wide, images, cache)  # no identity: measured, never kept
     assert len(list(cache.glob("*.json"))) == before
+
+
+def test_only_untimed_measurements_are_shared(smoke, tmp_path, monkeypatch):
+    from lic import data as lic_data
+
+    images = lic_data.test_images(smoke)[:1]
+    model = zoo.build_for("bmshj2018-hyperprior", smoke)
+    here, kept = tmp_path / "runs" / "measured", tmp_path / "kept"
+    ev.summarize_cached(model, images, here, repeats=2, timed=1, height=64, width=64, progress=False)  # a time
+    with torch.no_grad():
+        model.g_s[0].weight.mul_(0.5)
+    untimed = ev.quality_cached(model, images, here)
+    (here / "cut-short.json").write_text('{"key": {"args": {"tim')  # a kill mid-write
+    assert ev.share_untimed(here, kept) == 1  # the timed row stays on its machine
+    assert ev.share_untimed(here, kept) == 0  # already there: not copied again
+    assert ev.share_untimed(tmp_path / "nowhere", kept) == 0
+    # on another machine: the kept row serves without coding an image
+    elsewhere = tmp_path / "elsewhere"
+    assert ev.share_untimed(kept, elsewhere) == 1
+    monkeypatch.setattr(ev, "summarize", lambda *a, **k: pytest.fail("measured again"))
+    assert ev.quality_cached(model, images, elsewhere) == untimed

@@ -2,6 +2,7 @@
 the smoke book built with -W (warnings are errors)."""
 import json
 import math
+import shutil
 import statistics
 
 import pytest
@@ -31,6 +32,7 @@ SMOKE_PARAMETERS = {"00_baselines": {"timed_images": 1, "speed_steps": 10},
 @pytest.fixture(scope="module")
 def executed():
     """Run every chapter once at smoke scale (module scope: the book test reuses the outputs)."""
+    shutil.rmtree(book.kept_measurements("smoke"), ignore_errors=True)  # what these runs keep, tested below
     for name in CHAPTERS:
         book.run(name, "smoke", parameters=SMOKE_PARAMETERS.get(name), progress=False)
     return {name: report.load_results(name, "smoke") for name in CHAPTERS}
@@ -275,6 +277,12 @@ def test_every_run_streams_its_output_to_a_log(executed):
     for name in executed:
         log = book.output_log(name, "smoke").read_text()
         assert f"wrote data/results/{name}/smoke.json" in log, name  # the notebook's last print, live
+
+
+def test_the_runs_kept_their_untimed_measurements_with_the_book(executed):
+    kept = [json.loads(f.read_text()) for f in book.kept_measurements("smoke").glob("*.json")]
+    assert kept, "no measurement kept with the smoke book"  # 02, 03 and 06 measure untimed
+    assert {m["key"]["args"]["timed"] for m in kept} == {0}  # 00's timed rows stay in runs/
 
 
 def test_every_chapter_wrote_its_environment(executed):
