@@ -391,6 +391,13 @@ def plan(name: str, scale: str, parameters=None) -> list:
         lines.append(f"  base models: {len(have)} in the zoo" + (
             f"; to TRAIN first: {', '.join(zoo.model_name(a, lam) for a, lam in miss)}"
             + (f" (≈ {hours:.1f} h, from the manifest's training times)" if hours else "") if miss else ""))
+    if name == "02_luo":
+        from . import luo
+
+        per = 4 + len(p.other_strengths)  # ERHP, its β ablations, uniform, half, original + training
+        kept = luo.trained_variants(S)
+        lines.append(f"  trained variants: {len(kept)} kept in {luo.trained_dir(S)} (measured without training; "
+                     f"up to {len(archs) * len(lams) * per} in all, fewer where half width is the uniform plan)")
     if name == "03_yin":
         from . import yin
 

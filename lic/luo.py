@@ -30,6 +30,7 @@ the chapter shows what that removal costs before fine-tuning.
 from __future__ import annotations
 
 import copy
+import json
 import random
 from pathlib import Path
 
@@ -41,6 +42,7 @@ from tqdm import tqdm
 
 from . import surgery
 from .train import Hook, TrainConfig, train
+from .weights import fingerprint, is_entropy
 
 
 class Compactor(nn.Conv2d):
@@ -396,13 +398,14 @@ def erhp(base, lmbda, data, scale, run_dir, steps: int, finetune_steps: int, tar
     per_update = per_update or max(1, round(channels * 0.7 / 10))   # ~10 updates to the target
     hook = ResRep(target, strength, start=every, every=every, per_update=per_update, min_keep=min_keep)
     first, second = stage_configs(scale, lmbda, steps, finetune_steps)
-    _train_hyper(model, data, first, run_dir / f"erhp{tag}-{lmbda:.4f}-resrep.state.pt", [hook],
-                 progress, desc=f"ERHP ResRep λ={lmbda}")
+    c1 = _train_hyper(model, data, first, run_dir / f"erhp{tag}-{lmbda:.4f}-resrep.state.pt", [hook],
+                      progress, desc=f"ERHP ResRep λ={lmbda}")
     info = merge(model)
     info.update(mask_history=hook.history, widths=widths(model), every=every, per_update=per_update)
     merged = copy.deepcopy(model)
-    _train_hyper(model, data, second, run_dir / f"erhp{tag}-{lmbda:.4f}-finetune.state.pt",
-                 progress=progress, desc=f"ERHP fine-tune λ={lmbda}")
+    c2 = _train_hyper(model, data, second, run_dir / f"erhp{tag}-{lmbda:.4f}-finetune.state.pt",
+                      progress=progress, desc=f"ERHP fine-tune λ={lmbda}")
+    info["train_seconds"] = _seconds(c1, c2)
     return model, merged, info
 
 
@@ -444,17 +447,100 @@ def uniform(base, lmbda, data, scale, run_dir, kept_widths: dict, steps: int, fi
             progress=True, tag="uniform"):
     """A uniform-width hyper path: the largest-norm channels of ``base`` kept per layer, trained
     with the same two stages (and budget) as ERHP, without compactors. ``kept_widths={}`` keeps
-    every channel: the original model given the same extra training (a control)."""
+    every channel: the original model given the same extra training (a control). Returns the model
+    and its training seconds (both stages, a resumed run's earlier sessions included)."""
     run_dir = Path(run_dir)
     model = copy.deepcopy(base)
     if kept_widths:
         slice_uniform(model, kept_widths)
     first, second = stage_configs(scale, lmbda, steps, finetune_steps)
-    _train_hyper(model, data, first, run_dir / f"{tag}-{lmbda:.4f}-a.state.pt", progress=progress,
-                 desc=f"{tag} λ={lmbda}")
-    _train_hyper(model, data, second, run_dir / f"{tag}-{lmbda:.4f}-b.state.pt", progress=progress,
-                 desc=f"{tag} fine-tune λ={lmbda}")
-    return model
+    c1 = _train_hyper(model, data, first, run_dir / f"{tag}-{lmbda:.4f}-a.state.pt", progress=progress,
+                      desc=f"{tag} λ={lmbda}")
+    c2 = _train_hyper(model, data, second, run_dir / f"{tag}-{lmbda:.4f}-b.state.pt", progress=progress,
+                      desc=f"{tag} fine-tune λ={lmbda}")
+    return model, _seconds(c1, c2)
+
+
+def _seconds(*curves) -> float:
+    """Training seconds of stages from their learning curves (the last row's cumulative time)."""
+    return round(sum(c[-1]["elapsed_s"] for c in curves if c), 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# trained variants, kept with the chapter
+
+CHAPTER = "02_luo"
+RECIPE_VERSION = 1  # raise when the training procedure changes: kept variants are then trained again
+
+
+def trained_dir(scale) -> Path:
+    """Where the chapter keeps every variant it trained (committed at ``cpu``): the hyper path's
+    changes on the zoo model (fp16, entropy models fp32), listed in the folder's ``manifest.json``
+    with the recipe that trained them. A rerun on any machine trains only what is new: resumable
+    states in ``runs/`` serve only the machine that wrote them, and 02 at cpu is longer than a session."""
+    from . import store
+
+    return store.models_dir(CHAPTER, scale) / "trained"
+
+
+def trained_variants(scale) -> dict:
+    """The manifest of the kept variants: {name: file, sha256, bytes, recipe, training seconds, ...}."""
+    p = trained_dir(scale) / "manifest.json"
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def kept_variant(base, name: str, recipe: dict, scale):
+    """(model, manifest entry) of the kept variant ``name`` if it was trained from ``base`` with
+    ``recipe``, else None."""
+    from . import points, store
+
+    entry = trained_variants(scale).get(name)
+    if not entry or entry["recipe"] != recipe:
+        return None
+    ck = store.read(trained_dir(scale) / entry["file"], entry["sha256"],
+                    hint=f"Delete its entry in {trained_dir(scale) / 'manifest.json'} to train it again.")
+    model = copy.deepcopy(base)
+    points.apply(model, ck["delta"], what=name)
+    model.update(force=True)
+    return model.eval(), entry
+
+
+def keep_variant(model, base, name: str, recipe: dict, scale, meta: dict, images=()):
+    """Store ``model`` as its changes on ``base`` and list it; return it as stored (what the
+    chapter then measures, so that the operating point 06 loads is the same model), with its entry.
+    ``meta['fp16_check']``: forward-pass PSNR and bpp of the stored model minus the trained one
+    on ``images``."""
+    from . import points, store
+    from .evaluate import evaluate
+
+    state = {k: v.half() if v.is_floating_point() and not is_entropy(k) else v
+             for k, v in points.delta(model, base).items()}
+    path = trained_dir(scale) / f"{name}.pt"
+    sha = store.write({"delta": state, "recipe": recipe}, path)
+    manifest = trained_variants(scale)
+    manifest[name] = {"file": path.name, "sha256": sha, "bytes": path.stat().st_size, "recipe": recipe, **meta}
+    store.write_json(trained_dir(scale) / "manifest.json", manifest)
+    kept, entry = kept_variant(base, name, recipe, scale)
+    if len(images):
+        a, b = (evaluate(m, images, real=False, progress=False)["mean"] for m in (model, kept))
+        entry["fp16_check"] = {"delta_psnr_db": b["psnr"] - a["psnr"], "delta_bpp_pct": (b["bpp_est"] / a["bpp_est"] - 1) * 100}
+        manifest[name] = entry
+        store.write_json(trained_dir(scale) / "manifest.json", manifest)
+    return kept, entry
+
+
+def _trained(base, arch, lmbda, variant, recipe, scale, images, train_fn):
+    """The kept variant if there is one for this recipe, else ``train_fn()`` → (model, meta), kept."""
+    from .points import slug
+
+    name = slug(arch, f"{lmbda:.4f}", variant)
+    recipe = {"version": RECIPE_VERSION, "scale": scale.name, "base": fingerprint(base), "arch": arch,
+              "lambda": float(lmbda), "variant": variant, **recipe}
+    got = kept_variant(base, name, recipe, scale)
+    if got is not None:
+        return got
+    model, meta = train_fn()  # meta["train_seconds"]: both stages, from their learning curves
+    return keep_variant(model, base, name, recipe, scale, meta, images[:3])
 
 
 def _measure(model, images, scale, variant, **extra) -> dict:
@@ -486,7 +572,7 @@ def _time_together(models: dict, rows: list, images, repeats: int) -> None:
 
 def experiment(base, arch: str, lmbda: float, data, images, scale, run_dir, steps: int,
                finetune_steps: int, target=0.7, strength=1e-9, other_strengths=(), progress=True,
-               keep=None) -> list:
+               keep=None, seed=0) -> list:
     """The chapter's runs for one base model, each measured with real bitstreams on ``images``:
 
     - ``original``: the base model;
@@ -498,28 +584,42 @@ def experiment(base, arch: str, lmbda: float, data, images, scale, run_dir, step
     - ``ERHP (β=…)``: ERHP again with each lasso strength in ``other_strengths`` (an ablation).
 
     Every variant trains its hyper path on the same latents of ``base``'s g_a, computed once
-    (:class:`Latents`). Encode and decode times of all of them come from one interleaved run at the
-    end. ``keep`` (a dict), when given, receives the models: {(arch, λ, variant): model}.
+    (:class:`Latents`), and is kept (:func:`trained_dir`) under its recipe (``base``'s fingerprint,
+    budget, target, β or widths, ``seed`` — the training data's): a rerun measures a kept
+    variant without training it, and measures the stored (fp16) model in any case. Encode and
+    decode times of all of them come from one interleaved run at the end. ``keep`` (a dict), when
+    given, receives the models: {(arch, λ, variant): model}.
     """
     from .evaluate import evaluate
-    from .zoo import fingerprint
 
     # a retrained base model starts afresh; "latents": states trained on images every step are not resumed
     run_dir = Path(run_dir) / arch / f"{fingerprint(base)}-latents"
     common = dict(arch=arch, **{"lambda": lmbda})
     rows = [_measure(base, images, scale, "original", **common)]  # measurements are kept: a rerun resumes
-    data = Latents.of(base, data, progress=progress, desc=f"latents {arch} λ={lmbda}")  # every variant's g_a
+    latents = []
+
+    def data_once():  # computed only when some variant is not kept yet
+        if not latents:
+            latents.append(Latents.of(base, data, progress=progress, desc=f"latents {arch} λ={lmbda}"))
+        return latents[0]
+
+    budget = {"steps": steps, "finetune_steps": finetune_steps, "seed": seed}
     models = {"original": base}
     for i, beta in enumerate([strength, *other_strengths]):
         variant, tag = ("ERHP", "") if i == 0 else (f"ERHP (β={beta:g})", f"-beta{beta:g}")
-        model, merged, info = erhp(base, lmbda, data, scale, run_dir, steps, finetune_steps, target,
-                                   beta, progress=progress, tag=tag)
-        quick = evaluate(merged, images, real=False, progress=False)["mean"]
-        rows.append(_measure(model, images, scale, variant, psnr_merged=quick["psnr"],
-                             bpp_merged=quick["bpp_est"], strength=beta,
-                             removed_norm_max=info["removed_norm_max"],
-                             removed_norm_mean=info["removed_norm_mean"],
-                             kept_norm_min=info["kept_norm_min"], mask_history=info["mask_history"],
+
+        def train_erhp():
+            model, merged, info = erhp(base, lmbda, data_once(), scale, run_dir, steps, finetune_steps, target,
+                                       beta, progress=progress, tag=tag)
+            quick = evaluate(merged, images, real=False, progress=False)["mean"]
+            return model, {"psnr_merged": quick["psnr"], "bpp_merged": quick["bpp_est"],
+                           **{k: info[k] for k in ("removed_norm_max", "removed_norm_mean", "kept_norm_min",
+                                                   "mask_history", "train_seconds")}}
+        model, meta = _trained(base, arch, lmbda, variant, {**budget, "target": target, "strength": beta},
+                               scale, images, train_erhp)
+        rows.append(_measure(model, images, scale, variant, strength=beta,
+                             **{k: meta[k] for k in ("psnr_merged", "bpp_merged", "removed_norm_max",
+                                                     "removed_norm_mean", "kept_norm_min", "mask_history")},
                              **common))
         models[variant] = model
         if i == 0:
@@ -535,7 +635,11 @@ def experiment(base, arch: str, lmbda: float, data, images, scale, run_dir, step
             rows.append({**done[key], "variant": variant, "same_run_as": done[key]["variant"]})
             continue
         tag = variant.replace(" + ", "-").replace(" ", "-")
-        m = uniform(base, lmbda, data, scale, run_dir, kept, steps, finetune_steps, progress, tag=tag)
+        def train_uniform():
+            model, secs = uniform(base, lmbda, data_once(), scale, run_dir, kept, steps, finetune_steps, progress, tag=tag)
+            return model, {"train_seconds": secs}
+        m, _ = _trained(base, arch, lmbda, variant, {**budget, "widths": dict(sorted(kept.items()))}, scale, images,
+                        train_uniform)
         rows.append(_measure(m, images, scale, variant, **common))
         models[variant] = m
         done[key] = rows[-1]

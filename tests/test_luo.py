@@ -2,6 +2,7 @@
 after the fold changes nothing, the rate-only path equals the model's own likelihoods, the mask
 schedule meets its target, and pruned models survive save/load and real bitstreams."""
 import copy
+import json
 
 import pytest
 import torch
@@ -282,3 +283,38 @@ def test_bad_input_names_the_fix(smoke, tmp_path):
     base = zoo.build_for("bmshj2018-hyperprior", smoke)
     with pytest.raises(ValueError, match=r"in \(0, 1\)"):
         luo.erhp(base, 0.0067, None, smoke, tmp_path, steps=1, finetune_steps=1, target=70)
+
+
+def test_a_rerun_measures_the_kept_variants_without_training(smoke, tmp_zoo, monkeypatch):
+    from lic import data as lic_data
+    from lic import points
+    from lic.weights import fingerprint, is_entropy
+
+    torch.manual_seed(0)
+    base = zoo.build_for("bmshj2018-hyperprior", smoke).eval()
+    data, images = lic_data.train_set(smoke), lic_data.test_images(smoke)[:1]
+    kw = dict(steps=6, finetune_steps=2, target=0.5, other_strengths=(), progress=False)
+    first_models, again_models = {}, {}
+    first = luo.experiment(base, "bmshj2018-hyperprior", 0.0067, data, images, smoke, tmp_zoo / "run", keep=first_models, **kw)
+    listed = json.loads((luo.trained_dir(smoke) / "manifest.json").read_text())
+    assert len(listed) == 4  # ERHP, uniform, half, original + training
+    assert all(abs(e["fp16_check"]["delta_psnr_db"]) < 0.01 for e in listed.values())
+    assert all(e["train_seconds"] > 0 and e["recipe"]["steps"] == 6 for e in listed.values())
+    # on another machine (no training states, no measurements): nothing is trained, not even the latents
+    for name in ("erhp", "uniform", "Latents"):
+        monkeypatch.setattr(luo, name, None)
+    again = luo.experiment(base, "bmshj2018-hyperprior", 0.0067, data, images, smoke, tmp_zoo / "elsewhere",
+                           keep=again_models, **kw)
+    drop = ("encode_ms", "decode_ms", "encode_spread_pct", "decode_spread_pct")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in again] == \
+           [{k: v for k, v in r.items() if k not in drop} for r in first]
+    for key, m in first_models.items():  # the models measured are the ones kept: 06's points are them
+        assert fingerprint(again_models[key]) == fingerprint(m)
+        if key[2] == "original":
+            continue
+        changed = {k: v for k, v in points.delta(m, base).items() if v.is_floating_point() and not is_entropy(k)}
+        assert changed and all(v.equal(v.half().float()) for v in changed.values())  # stored in fp16, measured so
+    # another recipe (β) is trained again, not taken from the kept ERHP
+    with pytest.raises((TypeError, AttributeError)):
+        luo.experiment(base, "bmshj2018-hyperprior", 0.0067, data, images, smoke, tmp_zoo / "elsewhere",
+                       **{**kw, "strength": 1e-4})

@@ -130,3 +130,18 @@ def test_dry_run_of_the_synthesis_estimates_timing_and_quality_from_the_zoos_tim
     assert f"≈ {6 * 2 * (get_scale('smoke').timing_repeats + 1) / 60:.0f} min for 3 points" in out
     assert "quality and rate: up to ≈ 3 min more, for the points never measured" in out
     assert "codes the 30 test images once" in out
+
+
+def test_dry_run_of_02_counts_the_kept_variants(tmp_zoo, capsys):
+    import json
+
+    from lic import luo
+    from lic.scales import get_scale
+
+    folder = luo.trained_dir(get_scale("smoke"))
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps({"a": {}, "b": {}}))
+    assert book.main(["run", "02_luo", "--scale", "smoke", "--dry-run", "-p", "other_strengths=1e-4,1e-3"]) == 0
+    out = capsys.readouterr().out
+    assert "trained variants: 2 kept in" in out
+    assert f"up to {len(get_scale('smoke').lambdas) * 2 * 6} in all" in out  # 2 archs x λ x (3 ERHP + 3 controls)
