@@ -447,10 +447,12 @@ def plan(name: str, scale: str, parameters=None) -> list:
         if image_ms and found:
             points = found + synthesis.stack_candidates(found)
             secs, unknown = synthesis.timing_seconds(points, p.timed_images, S.timing_repeats, image_ms)
-            lines.append(f"  timing: ≈ {secs / 60:.0f} min for {len(points)} points in one interleaved run, not "
-                         f"resumable ({p.timed_images} images, {S.timing_repeats} repeats + a warm-up, at "
-                         "00_baselines' encode + decode time of each architecture"
-                         + (f"; {unknown} points of other codecs not estimated" if unknown else "") + ")")
+            done = sorted(f.name.rsplit("-", 1)[0] for f in (zoo.runs_dir(S) / name / "timing").glob("*.json"))
+            lines.append(f"  timing: ≈ {secs / 60:.0f} min for {len(points)} points, one interleaved run per "
+                         f"architecture, each kept on this machine when it ends ({p.timed_images} images, "
+                         f"{S.timing_repeats} repeats + a warm-up, at 00_baselines' encode + decode time of each "
+                         "architecture" + (f"; {unknown} points of other codecs not estimated" if unknown else "")
+                         + f"); kept here: {', '.join(done) if done else 'none'} (reused if their points are unchanged)")
             n = len(lic_data.test_images(S, p.data_root))
             secs, _ = synthesis.timing_seconds(points, n, 0, image_ms)
             lines.append(f"  quality and rate: up to ≈ {secs / 60:.0f} min more, for the points never measured "

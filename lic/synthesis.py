@@ -1,12 +1,12 @@
 """The cross-method chapter (``06_synthesis``): every chapter's operating points (:mod:`lic.points`)
-loaded and measured again on the same test images, the same CPU and in one interleaved timing run,
-so that their speed-ups and rate costs compare.
+loaded and measured again on the same test images, the same CPU and, per architecture, in one
+interleaved timing run, so that their speed-ups and rate costs compare.
 
 Per point: real-bitstream PSNR, MS-SSIM and bpp; encode and decode MACs of the real paths
 (``compress`` / ``decompress``, counted by FlopCounterMode on a crop of the first test image,
 the scale's ``mac_size`` square (256 at ``cpu``), and scaled by area to 768x512; an int8 model's are its float twin's, ``mac_reference``:
 the counter sees float convolutions only, and int8 does the same multiply-accumulates); parameters and fp16 bytes; encode and decode latency from one round-robin run over all
-points (median, spread). Against the zoo model of the same architecture:
+the points of an architecture (median, spread). Against the zoo model of the same architecture:
 
 - **Δrate at equal PSNR** — the bits the point spends over what the zoo's curve (its four λ, log-bpp
   interpolated linearly in PSNR) needs for the point's PSNR, the end segments extended at most
@@ -18,8 +18,11 @@ points (median, spread). Against the zoo model of the same architecture:
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,8 +31,10 @@ from tqdm import tqdm
 
 from . import points
 from .data import pad_to, to_tensor
-from .evaluate import (MIN_SIZE, PAD, bd, evaluate, interleaved_times, parameter_count, quality_cached,
-                       serialized_bytes)
+from .evaluate import (MIN_SIZE, PAD, bd, evaluate, fingerprintable, interleaved_times, parameter_count,
+                       quality_cached, serialized_bytes)
+from .precision import cpu_model
+from .weights import fingerprint
 
 CHAPTERS = ("00_baselines", "01_liao", "02_luo", "03_yin", "04_yu", "05_tao")
 ZOO = "zoo"           # the method name of the base models (00_baselines' points)
@@ -72,12 +77,15 @@ def path_macs(model, x, scale: float = 1.0) -> dict:
     return {"encode_macs": round(encode * scale), "decode_macs": round(c.get_total_flops() // 2 * scale)}
 
 
-def measure(entries: list, images, scale, root=None, timed=3, repeats=None, progress=True, cache_dir=None) -> list:
-    """One row per point (see the module's docstring), all timed in one interleaved run. With
-    ``cache_dir`` (``runs/<scale>/measured``), quality and rate come from what a chapter already
-    measured for the same weights where the weights define the model, else from this chapter's own
-    earlier measurement of the same point (:func:`lic.evaluate.quality_cached`): a rerun after a
-    kill, or a point its chapter measured, costs only its timing."""
+def measure(entries: list, images, scale, root=None, timed=3, repeats=None, progress=True, cache_dir=None,
+            timing_dir=None) -> list:
+    """One row per point (see the module's docstring), timed in one interleaved run per architecture
+    (:func:`timed_per_arch`). With ``cache_dir`` (``runs/<scale>/measured``), quality and rate come
+    from what a chapter already measured for the same weights where the weights define the model,
+    else from this chapter's own earlier measurement of the same point
+    (:func:`lic.evaluate.quality_cached`): a rerun after a kill, or a point its chapter measured,
+    costs only its timing. With ``timing_dir``, each architecture's finished timing run is kept
+    there, and a rerun times only the architectures not yet done."""
     models, rows = {}, []
     x = pad_to(mac_picture(images, scale.mac_size, scale.mac_size), PAD, MIN_SIZE)[0]
     per_area = MAC_AREA / (x.shape[-2] * x.shape[-1])
@@ -91,11 +99,61 @@ def measure(entries: list, images, scale, root=None, timed=3, repeats=None, prog
                        "bpp": r["bpp"], **path_macs(ref, x, per_area),
                        "params": parameter_count(ref), "bytes_fp16": serialized_bytes(m, half=True)})
         models[e["name"]] = m
-    t = interleaved_times(models, images[:timed], repeats=repeats or scale.timing_repeats, progress=progress)
+    t = timed_per_arch(models, {r["name"]: r["arch"] for r in rows}, images[:timed],
+                       repeats=repeats or scale.timing_repeats, cache_dir=timing_dir, progress=progress)
     for row in rows:
-        row.update({k: t[row["name"]][k] for k in ("encode_ms", "decode_ms", "encode_spread_pct", "decode_spread_pct")})
+        row.update({k: t[row["name"]][k] for k in ("encode_ms", "decode_ms", "encode_spread_pct", "decode_spread_pct",
+                                                   "timed_at")})
         row["macs"] = row["encode_macs"] + row["decode_macs"]
     return compare(rows)
+
+
+def _identity(model):
+    """What names a model's weights for a kept timing: its fingerprint, or its float twin's for an
+    int8 model (packed weights cannot be hashed); None when neither exists."""
+    for m in (model, getattr(model, "mac_reference", None)):
+        if m is not None and fingerprintable(m):
+            return fingerprint(m)
+    return None
+
+
+def timed_per_arch(models: dict, archs: dict, images, repeats: int, cache_dir=None, progress=True) -> dict:
+    """Encode and decode times of ``models`` ({name: codec}), one :func:`lic.evaluate.interleaved_times`
+    run per architecture (``archs``: {name: arch}), architectures in order of first appearance.
+    Every speed-up this chapter reports is against the zoo model of the same architecture, so each
+    ratio comes from one run. With ``cache_dir`` (this machine's ``runs/``: a time is the
+    machine's), each architecture's run is kept when it ends, under its models' names and weights,
+    the images, repeats, threads and CPU; a rerun reuses a run only when all of these match, so
+    that a kill costs at most the architecture being timed. Each row gets the UTC time its run
+    ended (``timed_at``)."""
+    out = {}
+    for arch in dict.fromkeys(archs[n] for n in models):
+        group = {n: m for n, m in models.items() if archs[n] == arch}
+        key = {"arch": arch, "models": [[n, _identity(m)] for n, m in group.items()],
+               "images": [name for name, _ in images], "repeats": repeats,
+               "threads": torch.get_num_threads(), "cpu": cpu_model()}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+        path = Path(cache_dir) / f"{arch}-{digest}.json" if cache_dir is not None else None
+        if path is not None and path.exists() and json.loads(path.read_text()).get("key") == key:
+            out.update(json.loads(path.read_text())["times"])
+            continue
+        times = interleaved_times(group, images, repeats=repeats, progress=progress, desc=f"timing {arch}")
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        times = {n: t | {"timed_at": stamp} for n, t in times.items()}
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.with_suffix(".tmp").write_text(json.dumps({"key": key, "times": times}))
+            path.with_suffix(".tmp").replace(path)
+        out.update(times)
+    return out
+
+
+def timing_runs(rows: list) -> str:
+    """When each architecture's timing run ended, for the page: "arch (n points): time; ..."."""
+    runs = {}
+    for r in rows:
+        runs.setdefault((r["arch"], r.get("timed_at", "?")), []).append(r["name"])
+    return "; ".join(f"{arch}, {len(names)} points: run ended {at}" for (arch, at), names in runs.items())
 
 
 def zoo_image_ms(scale) -> dict:

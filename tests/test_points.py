@@ -159,3 +159,38 @@ def test_synthesis_estimates_its_timing_from_the_zoos_times():
     entries = [{"arch": "a"}, {"arch": "a"}, {"arch": "b"}, {"arch": "rnn"}]
     secs, unknown = synthesis.timing_seconds(entries, timed=3, repeats=5, image_ms={"a": 500.0, "b": 8000.0})
     assert secs == (2 * 500 + 8000) * 3 * 6 / 1000 and unknown == 1
+
+
+def test_synthesis_times_each_architecture_in_one_run_and_resumes_at_the_next(tmp_path, monkeypatch):
+    """06 times the points of one architecture together (every speed-up is against the zoo model of
+    the same architecture) and keeps each finished run: a rerun after a kill times only what is
+    left, and a changed model is timed again with the rest of its architecture."""
+    from lic import synthesis
+
+    calls = []
+
+    def fake_times(group, images, repeats, progress, desc):
+        calls.append(sorted(group))
+        return {n: {"encode_ms": 1.0 + i, "decode_ms": 2.0 + i, "encode_spread_pct": 0.0, "decode_spread_pct": 0.0,
+                    "repeats": repeats} for i, n in enumerate(group)}
+
+    monkeypatch.setattr(synthesis, "interleaved_times", fake_times)
+    models = {"p1": seeded_model(0), "p2": seeded_model(1), "p3": seeded_model(2)}
+    archs = {"p1": "a", "p3": "b", "p2": "a"}
+    images = [("kodim01", None)]
+    first = synthesis.timed_per_arch(models, archs, images, repeats=2, cache_dir=tmp_path)
+    assert calls == [["p1", "p2"], ["p3"]] and set(first) == {"p1", "p2", "p3"}
+    assert all(t["timed_at"].endswith("UTC") for t in first.values())
+    calls.clear()
+    assert synthesis.timed_per_arch(models, archs, images, repeats=2, cache_dir=tmp_path) == first and calls == []
+    with torch.no_grad():
+        next(models["p2"].parameters()).add_(1.0)  # retrained: its architecture is timed again, whole
+    synthesis.timed_per_arch(models, archs, images, repeats=2, cache_dir=tmp_path)
+    assert calls == [["p1", "p2"]]
+    calls.clear()
+    synthesis.timed_per_arch(models, archs, images, repeats=3, cache_dir=tmp_path)  # other repeats: not the same run
+    assert calls == [["p1", "p2"], ["p3"]]
+    calls.clear()
+    synthesis.timed_per_arch(models, archs, images, repeats=2)  # nowhere to keep runs: every one is timed
+    assert len(calls) == 2
+    assert "a, 2 points: run ended" in synthesis.timing_runs([{"arch": "a", "name": n, "timed_at": "t"} for n in "xy"])
