@@ -133,15 +133,17 @@ def run(name: str, scale: str = "cpu", parameters=None, progress=True, record=Tr
 
 
 _PROGRESS = re.compile(r"\d+/\d+ \[|it/s|s/it|cell/s|s/cell|TqdmWarning|IProgress not found")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # terminal codes, e.g. the cursor-up nested tqdm bars leave alone
 _CPP_WARNING = re.compile(r"\[W\d{4} [\d:.]+ \S+\.cpp:\d+\] Warning: ")  # torch's C++ TORCH_WARN lines
 
 
 def _is_noise(text: str) -> bool:
-    """Progress-bar redraws (tqdm writes them to stderr with carriage returns), blank stderr,
+    """Progress-bar redraws (tqdm writes them to stderr with carriage returns), blank stderr (terminal
+    codes only, such as the cursor-up a nested bar leaves when it closes),
     tqdm's warning that the notebook has no widgets, and output made only of torch's C++ warnings
     (printed once per call, e.g. 138 times by 04's int8 runs; the run's log keeps them): what a
     reader of the page does not want."""
-    lines = [line for line in text.splitlines() if line.strip()]
+    lines = [line for line in _ANSI.sub("", text).splitlines() if line.strip()]
     return not lines or bool(_PROGRESS.search(text)) or all(_CPP_WARNING.match(line) for line in lines)
 
 

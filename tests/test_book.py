@@ -88,6 +88,7 @@ def test_tidy_drops_progress_bars_but_keeps_other_stderr(tmp_path):
     cell = nbformat.v4.new_code_cell("x")
     cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text="\r 40%|████ | 4/10 [00:01<00:02, 2.0it/s]"),
                     nbformat.v4.new_output("stream", name="stderr", text="\n"),
+                    nbformat.v4.new_output("stream", name="stderr", text="\x1b[A"),  # a closed nested bar's cursor-up
                     nbformat.v4.new_output("stream", name="stderr", text=2 * "[W1205 08:29:44.807405362 qrelu.cpp:207] "
                                            "Warning: inplace=True is not supported for quantized::leaky_relu yet\n"),
                     nbformat.v4.new_output("stream", name="stderr", text="UserWarning: something real\n"),
@@ -97,7 +98,7 @@ def test_tidy_drops_progress_bars_but_keeps_other_stderr(tmp_path):
     check = nbformat.v4.new_code_cell("from lic import params\n\np = params.check('x', globals())")
     nb.cells = [params, check, cell]
     nbformat.write(nb, path)
-    assert book.tidy(path) == 3
+    assert book.tidy(path) == 4
     cells = nbformat.read(path, as_version=4).cells
     assert [o.text for o in cells[2].outputs] == ["UserWarning: something real\n", "wrote data/results/x.json\n"]
     # the page starts with the story: parameters and their check removed, other code folded
