@@ -463,7 +463,7 @@ def uniform(base, lmbda, data, scale, run_dir, kept_widths: dict, steps: int, fi
 
 def _seconds(*curves) -> float:
     """Training seconds of stages from their learning curves (the last row's cumulative time)."""
-    return round(sum(c[-1]["elapsed_s"] for c in curves if c), 1)
+    return round(sum(c[-1]["elapsed_s"] for c in curves if c), 3)
 
 
 # ---------------------------------------------------------------------------------------------

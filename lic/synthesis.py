@@ -324,16 +324,27 @@ def additivity_text(adds: list) -> str:
 
 def advice(use: list, budget: float) -> str:
     """The "what to use" sentence from :func:`what_to_use`'s rows: per architecture, the method
-    that decodes fastest within the budget, and whether its gain exceeds the timing spread."""
+    that decodes fastest within the budget, and whether its gain exceeds the timing spread.
+
+    Speed-ups closer together than the timing spread are a tie; of tied methods it names the one
+    that costs the least rate, and says which faster-looking one it is tied with."""
     if not use:
         return f"no method's points stay within {budget:g} % of rate at this scale."
+    speed, spread, cost = "decode speed-up (x)", "decode spread (%)", "rate cost (%)"
     out = []
     for arch in dict.fromkeys(r["arch"] for r in use):
-        r = max((u for u in use if u["arch"] == arch), key=lambda u: u["decode speed-up (x)"])
-        gain = 100 * (r["decode speed-up (x)"] - 1)
-        noise = ("more than" if gain > r["decode spread (%)"] else "within") + f" the timing spread ({r['decode spread (%)']:.0f} %)"
-        out.append(f"on {arch}, {r['method']} ({r['variant']}) decodes {r['decode speed-up (x)']:.2f}x as fast as the zoo "
-                   f"model for {r['rate cost (%)']:+.2f} % rate, {noise}")
+        cands = [u for u in use if u["arch"] == arch]
+        top = max(cands, key=lambda u: u[speed])
+        ties = [u for u in cands if 100 * (top[speed] / u[speed] - 1) <= max(top[spread], u[spread])]
+        r = min(ties, key=lambda u: u[cost])
+        gain = 100 * (r[speed] - 1)
+        noise = ("more than" if gain > r[spread] else "within") + f" the timing spread ({r[spread]:.0f} %)"
+        text = (f"on {arch}, {r['method']} ({r['variant']}) decodes {r[speed]:.2f}x as fast as the zoo "
+                f"model for {r[cost]:+.2f} % rate, {noise}")
+        if r is not top:
+            text += (f"; {top['method']} ({top['variant']}, {top[speed]:.2f}x) is no faster beyond that spread "
+                     f"and costs {top[cost]:+.2f} %")
+        out.append(text)
     return "; ".join(out) + "."
 
 

@@ -146,7 +146,7 @@ def train_supernet(scale: Scale, lmbda: float, root=None, progress=True, precisi
                          "all capacities every step") + ", summed R + λD",
             "schedule": {k: getattr(cfg, k) for k in ("batch", "crop", "late_crop", "late_frac", "lr", "lr_final")},
             "precision": [{k: lp[k] for k in ("from_step", "loop", "how", "cpu")} for lp in loops],
-            "train_seconds": round(curve[-1]["elapsed_s"] if curve else 0, 1), "torch": str(torch.__version__)}
+            "train_seconds": round(curve[-1]["elapsed_s"] if curve else 0, 3), "torch": str(torch.__version__)}
     file = f"{name}.pt"
     sha = save_checked(net, models_dir(scale) / file, meta, lic_data.test_images(scale, root),
                        half=scale.name == "cpu")

@@ -348,7 +348,7 @@ def train(model, data, cfg: TrainConfig, checkpoint=None, hooks=(), params=None,
                           "loops": loops}, checkpoint)
 
     def record(stats, loop):
-        row = {"step": step, "elapsed_s": round(elapsed, 2), **{k: float(v) for k, v in stats.items()},
+        row = {"step": step, "elapsed_s": round(elapsed, 3), **{k: float(v) for k, v in stats.items()},
                "precision": loop.name}
         if evaluate is not None:
             model.eval()

@@ -226,7 +226,7 @@ def train_model(arch: str, scale: Scale, variant: str, target=TARGET_SPARSITY, r
             "steps": scale.vr_steps, "started_from": start_name, "started_from_fingerprint": start_fp,
             "schedule": {k: getattr(cfg, k) for k in ("batch", "crop", "late_crop", "late_frac", "lr", "lr_final")},
             "precision": [{k: lp[k] for k in ("from_step", "loop", "how", "cpu")} for lp in loops],
-            "train_seconds": round(curve[-1]["elapsed_s"] if curve else 0, 1), "torch": str(torch.__version__),
+            "train_seconds": round(curve[-1]["elapsed_s"] if curve else 0, 3), "torch": str(torch.__version__),
             "weights": "fp16 transforms; fp32 entropy models, modulator and gates" if scale.name == "cpu" else "fp32"}
     file = f"{name}.pt"
     sha = save_checked(model, models_dir(scale) / file, meta, lic_data.test_images(scale, root),

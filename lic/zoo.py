@@ -310,7 +310,7 @@ def train_model(arch: str, lmbda: float, scale: Scale, root=None, progress=True,
                                                       "lr_final", "aux_lr", "clip")},
             "precision": [{k: lp[k] for k in ("from_step", "loop", "how", "cpu")}
                           for lp in torch.load(state, weights_only=False).get("loops", [])],
-            "seed": seed, "train_seconds": round(curve[-1]["elapsed_s"] if curve else 0, 1),
+            "seed": seed, "train_seconds": round(curve[-1]["elapsed_s"] if curve else 0, 3),
             "train_data": scale.train_set, "weights": "fp16 transforms, fp32 entropy models" if half
             else "fp32", "torch": str(torch.__version__)}
     sha, loaded, res = save_checked(model, zoo_dir(scale) / file, meta, images, half=half,

@@ -144,6 +144,20 @@ def test_compare_measures_against_the_zoo_of_the_same_architecture():
     assert synthesis.what_to_use([{**use[0], "BD-rate vs zoo (%)": 3.0, "Δrate at equal PSNR (%)": 3.0}], 2.0) == []
 
 
+
+def test_advice_breaks_a_speed_tie_by_rate_and_says_so():
+    from lic import synthesis
+
+    def u(method, speed, cost, spread=8.0):
+        return {"arch": "a", "method": method, "variant": method, "rate cost (%)": cost,
+                "decode speed-up (x)": speed, "decode spread (%)": spread}
+    tied = synthesis.advice([u("fast", 1.022, 1.95), u("cheap", 1.020, 0.78)], 2.0)
+    assert tied.startswith("on a, cheap (cheap) decodes 1.02x") and "within the timing spread (8 %)" in tied
+    assert "fast (fast, 1.02x) is no faster beyond that spread and costs +1.95 %" in tied
+    apart = synthesis.advice([u("fast", 1.30, 1.95), u("cheap", 1.02, 0.78)], 2.0)  # 27 % apart: no tie
+    assert apart.startswith("on a, fast (fast) decodes 1.30x") and "more than the timing spread" in apart
+    assert "cheap" not in apart
+
 def test_additivity_text_never_prints_nan():
     from lic import synthesis
 
