@@ -322,6 +322,11 @@ def additivity_text(adds: list) -> str:
     return "Measured " + "; ".join(parts) + "."
 
 
+def _label(r: dict) -> str:
+    """A method and its variant for prose, the variant left out where the method's name says it."""
+    return r["method"] if r["variant"].lower() in r["method"].lower() else f"{r['method']} ({r['variant']})"
+
+
 def advice(use: list, budget: float) -> str:
     """The "what to use" sentence from :func:`what_to_use`'s rows: per architecture, the method
     that decodes fastest within the budget, and whether its gain exceeds the timing spread.
@@ -339,10 +344,10 @@ def advice(use: list, budget: float) -> str:
         r = min(ties, key=lambda u: u[cost])
         gain = 100 * (r[speed] - 1)
         noise = ("more than" if gain > r[spread] else "within") + f" the timing spread ({r[spread]:.0f} %)"
-        text = (f"on {arch}, {r['method']} ({r['variant']}) decodes {r[speed]:.2f}x as fast as the zoo "
+        text = (f"on {arch}, {_label(r)} decodes {r[speed]:.2f}x as fast as the zoo "
                 f"model for {r[cost]:+.2f} % rate, {noise}")
         if r is not top:
-            text += (f"; {top['method']} ({top['variant']}, {top[speed]:.2f}x) is no faster beyond that spread "
+            text += (f"; {_label(top)}, at {top[speed]:.2f}x, is no faster beyond that spread "
                      f"and costs {top[cost]:+.2f} %")
         out.append(text)
     return "; ".join(out) + "."
