@@ -17,7 +17,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-BARS = "00_baselines"  # its rows in claims.csv are this book's bars, counted apart from the papers' claims
+# chapters whose rows in claims.csv are this book's own (bars for its base models, the study's
+# cross-method questions), each counted apart from the papers' claims: {chapter: summary sentence}
+OWN = {"00_baselines": "This book's own bars for its base models: {met} of {n} met.",
+       "06_synthesis": "The study's cross-method questions (06_synthesis): {met} of {n} hold at this scale."}
 VERDICTS = ("reproduced", "partly reproduced", "not reproduced", "not testable here")
 FIELDS = ("id", "claim", "paper", "ours", "verdict", "rule", "section")
 PAPERS = Path(__file__).resolve().parents[1] / "data" / "papers"
@@ -127,8 +130,11 @@ def ledger(scale: str, results_root=None, papers=PAPERS) -> str:
            f"Every claim of the five papers, with our number beside the paper's and the verdict at the "
            f"`{scale}` scale. Generated from the chapters' results files when the book is built, so it "
            "cannot drift from them; each verdict's rule is the chapter's, in `lic`. The first table holds "
-           "the bars this book sets its own base models, which every later chapter stands on.", ""]
-    counted, bars, untestable, before, pending = [], [], [], [], []
+           "the bars this book sets its own base models, which every later chapter stands on; the last, the "
+           "study's own cross-method questions (\"reproduced\": the answer is yes at this scale). Both are "
+           "counted apart from the papers' claims.", ""]
+    counted, untestable, before, pending = [], [], [], []
+    own = {chapter: [] for chapter in OWN}
     for chapter, grp in papers_claims.groupby("chapter", sort=True):
         path = root / chapter / f"{scale}.json"
         res = json.loads(path.read_text()) if path.exists() else None
@@ -144,7 +150,7 @@ def ledger(scale: str, results_root=None, papers=PAPERS) -> str:
                 out.append(f"| {_cell(c['claim'])} | {_cell(c['paper'])} | {_cell(c['ours'])} | "
                            f"{verdict_html(c['verdict'])} | "
                            f"{_cell(c['rule'])} (section: {_cell(c['section'])}) |")
-                (bars if chapter == BARS else counted).append(c["verdict"])
+                own.get(chapter, counted).append(c["verdict"])
                 if c["verdict"] == "not testable here":
                     untestable.append(c["claim"])
         elif res is not None:
@@ -168,7 +174,7 @@ def ledger(scale: str, results_root=None, papers=PAPERS) -> str:
                + (f" ({'; '.join(untestable)})" if untestable else "")
                + (f"; chapters run before the contract, their verdicts shown as recorded: {', '.join(before)}" if before else "")
                + (f"; not yet reproduced: {', '.join(pending)}" if pending else "") + "."
-               + (f" This book's own bars for its base models: {bars.count('reproduced')} of {len(bars)} met." if bars else ""))
+               + "".join(" " + OWN[ch].format(met=v.count("reproduced"), n=len(v)) for ch, v in own.items() if v))
     out.insert(4, summary)
     out.insert(5, "")
     return "\n".join(out) + "\n"

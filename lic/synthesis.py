@@ -197,7 +197,7 @@ def additivity(rows: list, name: str) -> dict:
             "Δrate stacked (%)": s["rate_vs_zoo_pct"], "Δrate sum of parts (%)": sum(p["rate_vs_zoo_pct"] for p in parts),
             "decode speed-up stacked (x)": s["decode_speedup"],
             "decode speed-up product of parts (x)": math.prod(p["decode_speedup"] for p in parts),
-            "PSNR stacked (dB)": s["psnr"], "bpp stacked": s["bpp"]}
+            "decode spread (%)": s["decode_spread_pct"], "PSNR stacked (dB)": s["psnr"], "bpp stacked": s["bpp"]}
 
 
 EXTRAPOLATE_DB = 1.0  # how far beyond the zoo curve's ends its end segments are extended: dB of PSNR,
@@ -322,6 +322,11 @@ def additivity_text(adds: list) -> str:
     return "Measured " + "; ".join(parts) + "."
 
 
+def _fast(u: dict) -> bool:
+    """Is a speed-up more than its timing spread?"""
+    return 100 * (u["decode speed-up (x)"] - 1) > u["decode spread (%)"]
+
+
 def _label(r: dict) -> str:
     """A method and its variant for prose, the variant left out where the method's name says it."""
     return r["method"] if r["variant"].lower() in r["method"].lower() else f"{r['method']} ({r['variant']})"
@@ -342,8 +347,7 @@ def advice(use: list, budget: float) -> str:
         top = max(cands, key=lambda u: u[speed])
         ties = [u for u in cands if 100 * (top[speed] / u[speed] - 1) <= max(top[spread], u[spread])]
         r = min(ties, key=lambda u: u[cost])
-        gain = 100 * (r[speed] - 1)
-        noise = ("more than" if gain > r[spread] else "within") + f" the timing spread ({r[spread]:.0f} %)"
+        noise = ("more than" if _fast(r) else "within") + f" the timing spread ({r[spread]:.0f} %)"
         text = (f"on {arch}, {_label(r)} decodes {r[speed]:.2f}x as fast as the zoo "
                 f"model for {r[cost]:+.2f} % rate, {noise}")
         if r is not top:
@@ -351,6 +355,62 @@ def advice(use: list, budget: float) -> str:
                      f"and costs {top[cost]:+.2f} %")
         out.append(text)
     return "; ".join(out) + "."
+
+
+# ---------------------------------------------------------------------------------------------
+# the study's cross-method questions, as claims (their bars: data/papers/claims.csv, 06_synthesis)
+
+MAC_MIN = 1.1  # a family counts in the MACs-to-time question only with at least this many times fewer decode MACs
+
+
+def claims_for(fams: list, adds: list, bars) -> list:
+    """The synthesis chapter's three questions as claims (:mod:`lic.claims`), from :func:`families`
+    and :func:`additivity`; their bars (the rate budget among them, whatever the page's own
+    ``rate_budget``) from ``bars``, ``data/papers/claims.csv``. Each is decided per case
+    (architecture, family, λ) with :func:`lic.claims.share`."""
+    from . import claims
+
+    b = bars[bars.chapter == "06_synthesis"].set_index("claim").value.astype(float)
+    share_min = b["share of a method's decode-MAC reduction it turns into decode speed-up"]
+    add_max = b["stacked Δrate off the sum of its parts' Δrates by at most"]
+    budget = b["some method decodes faster than the zoo model beyond the timing spread for at most this rate cost"]
+    use = what_to_use(fams, budget)
+    out = []
+    archs = sorted({f["arch"] for f in fams if f["method"] != ZOO})
+    fast = sorted({u["arch"] for u in use if _fast(u)})
+    best = max(use, key=lambda u: u["decode speed-up (x)"], default=None)
+    out.append(claims.make(
+        "synth-budget", f"some method decodes measurably faster than the zoo model for at most {budget:g} % more rate",
+        f"speed-up beyond the timing spread at ≤ {budget:g} % rate",
+        f"{len(fast)} of {len(archs)} architectures"
+        + (f"; the fastest within {budget:g} %: {_label(best)} on {best['arch']}, {best['decode speed-up (x)']:.2f}× "
+           f"({best['decode spread (%)']:.0f} % spread)" if best else f"; no method's points within {budget:g} %"),
+        claims.share(len(fast), len(archs)),
+        f"per architecture: a family within {budget:g} % of rate (BD-rate, else mean Δrate) whose decode speed-up "
+        "exceeds its timing spread", "What to use"))
+    cut = [f for f in fams if f["method"] != ZOO and f["decode MACs (x fewer)"] >= MAC_MIN]
+    kept = [(f["decode speed-up (x)"] - 1) / (f["decode MACs (x fewer)"] - 1) for f in cut]
+    met = sum(k >= share_min for k in kept)
+    out.append(claims.make(
+        "synth-macs-to-time", "a method that cuts decode MACs keeps at least half of that gain as decode speed-up",
+        f"≥ {share_min:g} of the MAC gain", (f"{met} of {len(cut)} families; they keep {100 * min(kept):.0f}–{100 * max(kept):.0f} % "
+                                              "of their MAC gain as speed-up" if cut else "no family cuts decode MACs"),
+        claims.share(met, len(cut)),
+        f"per family with ≥ {MAC_MIN:g}× fewer decode MACs: (speed-up − 1) at least {share_min:g} × (MAC reduction − 1)",
+        "Speed against rate, per method"))
+    ok = [abs(a["Δrate stacked (%)"] - a["Δrate sum of parts (%)"]) <= add_max
+          and 100 * abs(a["decode speed-up stacked (x)"] / a["decode speed-up product of parts (x)"] - 1) <= a["decode spread (%)"]
+          for a in adds]
+    gaps = [a["Δrate stacked (%)"] - a["Δrate sum of parts (%)"] for a in adds]
+    out.append(claims.make(
+        "synth-stack", "two methods stacked on one model (ERHP's hyper path, Liao's decoder) cost the sum of their "
+        "rates and give the product of their speed-ups",
+        f"Δrate within {add_max:g} pp of the sum", (f"{sum(ok)} of {len(adds)} λ; Δrate {min(gaps):+.2f} to "
+                                                     f"{max(gaps):+.2f} pp off the sum" if adds else "nothing stacked"),
+        claims.share(sum(ok), len(adds)),
+        f"per λ: stacked Δrate within {add_max:g} percentage points of the parts' sum, and the stacked decode speed-up "
+        "within its timing spread of the parts' product", "Stacking two methods"))
+    return out
 
 
 def tradeoff_figure(res):

@@ -59,7 +59,13 @@ def test_the_ledger_is_built_from_the_results_files(tmp_path):
     assert "**1 of 2 claims under the contract reproduced** at `cpu` scale, 0 partly, 1 not" in page
     assert "{doc}`03_yin`" in page and "| FLOPs fall 2.0–2.9× | 2.03–2.86× | 1.6× |" in page
     assert "| quality | partly reproduced |" in page  # recorded before the contract
-    assert "not yet reproduced: 00_baselines, 02_luo, 04_yu, 05_tao" in page  # from data/papers/claims.csv
+    assert "not yet reproduced: 00_baselines, 02_luo, 04_yu, 05_tao, 06_synthesis." in page  # from data/papers/claims.csv
+    (tmp_path / "06_synthesis").mkdir()  # the study's own questions are counted apart from the papers' claims
+    (tmp_path / "06_synthesis" / "cpu.json").write_text(json.dumps({"claims": [
+        _ok(id="synth-stack", paper="Δrate within 0.5 pp of the sum", verdict="not reproduced")]}))
+    page = claims.ledger("cpu", results_root=tmp_path)
+    assert "**1 of 2 claims under the contract reproduced**" in page
+    assert "The study's cross-method questions (06_synthesis): 0 of 1 hold at this scale." in page
     (tmp_path / "03_yin" / "cpu.json").write_text(json.dumps({"claims": [_ok(verdict="works")]}))
     with pytest.raises(ValueError, match="unknown verdict"):
         claims.ledger("cpu", results_root=tmp_path)

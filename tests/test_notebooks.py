@@ -271,6 +271,8 @@ def test_synthesis_results(executed):
         assert erhp_part["variant"] == "ERHP"  # only ERHP is stacked, not its controls
         assert s["psnr"] == pytest.approx(liao_part["psnr"], abs=1e-6)  # g_s from Liao, y unchanged
         assert s["bpp"] == pytest.approx(erhp_part["bpp"], rel=1e-9)  # the hyper path (the rate) from ERHP
+    assert [c["id"] for c in res["claims"]] == ["synth-budget", "synth-macs-to-time", "synth-stack"]
+    assert next(c for c in res["claims"] if c["id"] == "synth-stack")["verdict"] != "not testable here"  # stacked above
 
 
 def test_every_run_streams_its_output_to_a_log(executed):
@@ -314,6 +316,7 @@ def test_smoke_book_builds_without_warnings(executed):
     ledger = (html.parent / "book" / "claims.html").read_text()  # generated from the results files
     assert "Claims ledger" in ledger and "claims under the contract reproduced" in ledger
     assert "2.03–2.86×" in ledger  # 03_yin's claims (the paper's range over the smoke run's two architectures)
+    assert "cross-method questions (06_synthesis):" in ledger and "hold at this scale" in ledger  # 06 counted apart
     runs = json.loads(book.runs_log("smoke").read_text())
     assert runs["00_baselines"]["ok"] and runs["00_baselines"]["wall_seconds"] > 0
 
