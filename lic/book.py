@@ -88,12 +88,23 @@ def kept_measurements(scale: str) -> Path:
 
 
 def run(name: str, scale: str = "cpu", parameters=None, progress=True, record=True) -> Path:
-    """Execute chapter ``name`` at ``scale`` with papermill; return the executed notebook."""
-    import papermill as pm
-
+    """Execute chapter ``name`` at ``scale`` with papermill; return the executed notebook, which
+    keeps its recipe (:mod:`lic.recipe`). One run per chapter and scale at a time (:mod:`lic.lock`)."""
     check_choice("scale", scale, tuple(SCALES))
     check_choice("chapter", name, tuple(chapters()))
     lic_params.check(name, {"scale": scale, **(parameters or {})})  # before papermill starts
+    from .lock import held
+    from .zoo import runs_dir
+
+    with held(runs_dir(get_scale(scale)) / "locks" / f"{name}.lock", f"chapter {name} at scale {scale}"):
+        return _run(name, scale, parameters, progress, record)
+
+
+def _run(name, scale, parameters, progress, record) -> Path:
+    import papermill as pm
+
+    from . import recipe
+
     out = executed_path(name, scale)
     # papermill writes as it goes: execute elsewhere, so a failed or killed run never leaves a
     # half-executed page in the book (the copy stays where the error says, for debugging)
@@ -129,6 +140,7 @@ def run(name: str, scale: str = "cpu", parameters=None, progress=True, record=Tr
     out.parent.mkdir(parents=True, exist_ok=True)
     tidy(partial, name)
     shutil.move(partial, out)
+    recipe.record(out, name, get_scale(scale))  # its parameters and inputs: a replay skips it while they hold
     return out
 
 
@@ -267,11 +279,21 @@ def write_status(scale: str, pending=()) -> Path:
              "every chapter at this scale, on the machine that ran it (wall time, h:mm). A run reuses "
              "the trained models committed with the book and the measurements kept under `runs/`, so a "
              "rerun can take minutes where a first run takes hours.", "",
-             "| chapter | ok | wall time (h:mm) | date | CPU | threads | torch | compressai |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| chapter | ok | wall time (h:mm) | date | CPU | recipe |",
+             "|---|---|---|---|---|---|"]
+    from . import recipe
+
     for name, r in sorted(log.items()):
+        st = recipe.status(executed_path(name, scale), name, get_scale(scale)) if name in chapters() else None
         lines.append(f"| {name} | {'yes' if r['ok'] else 'no'} | {hm(r['wall_seconds'])} | {r['date']} | "
-                     f"{short_cpu(r['cpu'])} | {r['threads']} | {r['torch']} | {r['compressai']} |")
+                     f"{short_cpu(r['cpu'])} | {_recipe_cell(st)} |")
+    soft = {(r["threads"], r["torch"], r["compressai"]) for r in log.values()}
+    if soft:
+        lines += ["", "Every run: " + "; ".join(f"{t} threads, torch {tv}, CompressAI {c}" for t, tv, c in sorted(soft))
+                  + ". *Recipe*: the parameters the page was executed with and whether its inputs (notebook, "
+                  "the `lic` code it runs, the committed models it reads) are unchanged since; `python -m "
+                  "lic.book run all` reruns exactly the chapters that are not. *Stamped*: the page was declared "
+                  "current for its inputs on that date without being executed again."]
     if pending:
         lines += ["", "Not yet executed at this scale, so not in this book: "
                   + "; ".join(f"{n} (`python -m lic.book run {n} --scale {scale}`)" for n in pending) + "."]
@@ -473,6 +495,26 @@ def plan(name: str, scale: str, parameters=None) -> list:
     return lines
 
 
+def _recipe_cell(st) -> str:
+    if st is None:
+        return ""
+    params = ", ".join(f"`{k}={v}`" for k, v in st["parameters"].items() if k != "scale") or "defaults"
+    if st["up_to_date"]:
+        how = st["recipe"]["how"]
+        return f"{params}; up to date" + (f" (stamped {st['recipe']['when'][:10]})" if how == "stamped" else "")
+    return f"{params}; reruns: {len(st['why'])} input(s) changed" if st["recipe"] else f"{params}; no recipe recorded"
+
+
+def _recipe_line(st: dict) -> str:
+    """A page's recipe state in a few words: up to date, or why it reruns (the first reasons)."""
+    rec = st.get("recipe")
+    params = ", ".join(f"{k}={v!r}" for k, v in st["parameters"].items() if k != "scale") or "defaults"
+    if st["up_to_date"]:
+        return f"{rec['how']} {rec['when']}, parameters: {params}"
+    why = st["why"]
+    return f"reruns with {params}: " + "; ".join(why[:3]) + (f"; and {len(why) - 3} more" if len(why) > 3 else "")
+
+
 def _hours_like(manifest: dict, arch: str):
     """Mean training hours of the zoo models of ``arch`` in ``manifest`` (None if none)."""
     t = [e["train_seconds"] for e in manifest.values() if e["arch"] == arch and e.get("train_seconds")]
@@ -522,6 +564,10 @@ def main(argv=None) -> int:
     r.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                    help="notebook parameter (value parsed as JSON when possible); `list` shows them")
     r.add_argument("--dry-run", action="store_true", help="print what would run, train and be reused; run nothing")
+    r.add_argument("--force", action="store_true", help="rerun chapters whose page is up to date with its inputs")
+    st = sub.add_parser("stamp", help="record the current inputs as an existing page's recipe without executing it")
+    st.add_argument("names", nargs="+", help="chapter names or 'all'")
+    st.add_argument("--scale", default="cpu", choices=tuple(SCALES))
     b = sub.add_parser("build", help="build the HTML book of one scale")
     b.add_argument("--scale", default="cpu", choices=tuple(SCALES))
     sub.add_parser("list", help="list the chapters and their parameters")
@@ -556,6 +602,13 @@ def main(argv=None) -> int:
             for i in issues_:
                 print(f"  - {i}")
         return 1 if any(found.values()) else 0
+    elif args.cmd == "stamp":
+        from . import recipe
+
+        for name in chapters() if args.names == ["all"] else args.names:
+            check_choice("chapter", name, tuple(chapters()))
+            rec = recipe.record(executed_path(name, args.scale), name, get_scale(args.scale), how="stamped")
+            print(f"{name}: recipe stamped ({rec['fingerprint']}, {len(rec['inputs'])} inputs)")
     elif args.cmd == "tidy":
         for path in args.paths:
             print(f"{path}: {tidy(path)} progress outputs removed")
@@ -570,12 +623,32 @@ def main(argv=None) -> int:
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
+        from . import recipe
+        from .lock import Busy
+
+        S = get_scale(args.scale)
         for name in names:
+            st = recipe.status(executed_path(name, args.scale), name, S, params)
+            replay = {k: v for k, v in st["parameters"].items() if k != "scale"}
             if args.dry_run:
-                print("\n".join(plan(name, args.scale, params)))
+                from .data import DataUnavailable
+
+                try:
+                    print("\n".join(plan(name, args.scale, replay)))
+                except DataUnavailable as err:
+                    print(f"error: {err}", file=sys.stderr)
+                    return 2
+                print(f"  recipe: {_recipe_line(st)}")
                 continue
-            print(f"running {name} at scale {args.scale} -> {executed_path(name, args.scale)}")
-            run(name, args.scale, params)
+            if st["up_to_date"] and not args.force:
+                print(f"{name}: up to date ({_recipe_line(st)}); skipped, `--force` reruns it")
+                continue
+            print(f"running {name} at scale {args.scale} -> {executed_path(name, args.scale)} ({_recipe_line(st)})")
+            try:
+                run(name, args.scale, replay)
+            except Busy as err:
+                print(f"error: {err}", file=sys.stderr)
+                return 2
     else:
         build(args.scale)
     return 0

@@ -167,6 +167,9 @@ def ledger(scale: str, results_root=None, papers=PAPERS) -> str:
                            f"<span style=\"color:{COLOURS['not yet reproduced']}\">not yet reproduced</span> |")
             pending.append(chapter)
         out.append("")
+        budget_line = _budget(chapter, scale, papers)
+        if budget_line:
+            out += [budget_line, ""]
     n = {v: counted.count(v) for v in VERDICTS}
     summary = (f"**{n['reproduced']} of {len(counted)} claims under the contract reproduced** at `{scale}` "
                f"scale, {n['partly reproduced']} partly, {n['not reproduced']} not, "
@@ -178,6 +181,13 @@ def ledger(scale: str, results_root=None, papers=PAPERS) -> str:
     out.insert(4, summary)
     out.insert(5, "")
     return "\n".join(out) + "\n"
+
+
+def _budget(chapter: str, scale: str, papers) -> str:
+    from .budget import line
+    from .scales import get_scale
+
+    return line(chapter, get_scale(scale), papers)
 
 
 def at_least(ours: float, paper: float, tol: float = 0.1) -> str:
@@ -194,3 +204,39 @@ AT_LEAST_RULE = ("within {tol:.0%} of the paper's {paper:.2f}× or above; at lea
 
 def at_least_rule(paper: float, tol: float = 0.1) -> str:
     return AT_LEAST_RULE.format(tol=tol, paper=paper, half=1 + (paper - 1) / 2)
+
+
+def still_improving(steps, values, higher_is_better=True, tail=0.2, k=2.0) -> dict:
+    """Whether a learning curve still improves over its last ``tail`` (a fifth) beyond its noise.
+
+    A least-squares line through the points of the last fifth of the steps (at least three); the
+    gain it predicts over that stretch must exceed ``k`` times the standard error of that predicted
+    gain (from the residuals' spread), in the better direction. Decided on validation curves,
+    never test ones. Returns {"improving", "gain", "se", "points"}; fewer than three points in the
+    tail cannot decide (``improving`` None)."""
+    import numpy as np
+
+    s, v = np.asarray(steps, float), np.asarray(values, float)
+    keep = np.isfinite(v)
+    s, v = s[keep], v[keep]
+    if len(s) < 3:
+        return {"improving": None, "gain": float("nan"), "se": float("nan"), "points": int(len(s))}
+    start = s.max() - tail * (s.max() - s.min())
+    m = s >= start
+    s, v = s[m], v[m]
+    if len(s) < 3:
+        return {"improving": None, "gain": float("nan"), "se": float("nan"), "points": int(len(s))}
+    slope, icept = np.polyfit(s, v, 1)
+    resid = v - (slope * s + icept)
+    sxx = ((s - s.mean()) ** 2).sum()
+    se_slope = np.sqrt((resid ** 2).sum() / (len(s) - 2) / sxx) if sxx > 0 else float("inf")
+    span = s.max() - s.min()
+    gain = slope * span * (1 if higher_is_better else -1)
+    se = se_slope * span
+    return {"improving": bool(gain > k * se), "gain": float(gain), "se": float(se), "points": int(len(s))}
+
+
+def qualified(verdict: str, improving) -> str:
+    """A "not reproduced" verdict of a method whose validation curve still improves becomes
+    "not reproduced at this budget (still improving)"; other verdicts are unchanged."""
+    return "not reproduced at this budget (still improving)" if verdict == "not reproduced" and improving else verdict

@@ -19,7 +19,24 @@ def train_parser(prog: str, description: str, help: str = "train (or resume) eve
     t.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="training loop: fp32, bf16 (autocast) or auto (the fastest measured here; "
                         "default: $LIC_PRECISION, else auto)")
+    t.add_argument("--device", type=_device, default=None, metavar="{cpu,cuda}",
+                   help="train on this device (default: CUDA when one is visible, else the CPU; "
+                        "$LIC_DEVICE); under torchrun each process takes its local GPU")
     return ap, sub, t
+
+
+def _device(value: str) -> str:
+    """``--device``: checked at parse time (a one-line usage error), then used by every process."""
+    import os
+
+    import torch
+
+    if value not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"unknown device {value!r}; valid: cpu, cuda")
+    if value == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError("cuda asked for, but no CUDA device is visible here; use --device cpu")
+    os.environ["LIC_DEVICE"] = value
+    return value
 
 
 def check_lambdas(ap: argparse.ArgumentParser, lambdas, scale) -> None:

@@ -290,6 +290,13 @@ class ImageFolder(torch.utils.data.Dataset):
         crop = crop or self.crop
         return (n, 3, crop, crop)
 
+    def shard(self, rank: int, world: int) -> None:
+        """Keep only this rank's share of the images (every ``world``-th from ``rank``) for
+        data-parallel training (:mod:`lic.distributed`); each rank samples its own."""
+        if world > len(self.images):
+            raise ValueError(f"{world} processes need at least {world} training images; this set has {len(self.images)}")
+        self.images = self.images[rank::world]
+
     def state(self):
         return self.rng.getstate()
 

@@ -36,17 +36,7 @@ from . import surgery
 from .evaluate import macs, parameter_count
 
 
-def hidden_layers(model) -> list:
-    """[(conv, gdn, next_conv)] module names of g_s's hidden layers, first to last."""
-    names = [f"g_s.{i}" for i, _ in enumerate(model.g_s)]
-    mods = list(model.g_s)
-    layers = []
-    for i, m in enumerate(mods[:-1]):
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and i + 2 < len(mods) and isinstance(mods[i + 1], GDN):
-            layers.append((names[i], names[i + 1], names[i + 2]))
-    if not layers:
-        raise ValueError(f"{type(model).__name__}.g_s has no (conv, GDN, conv) hidden layers to prune")
-    return layers
+hidden_layers = surgery.hidden_layers  # [(conv, gdn, next_conv)] of g_s, first to last
 
 
 def _prefix(model, layer: int):

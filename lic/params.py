@@ -57,10 +57,17 @@ def integer(lo=None, hi=None, optional=False):
     return check
 
 
-def _range_doc(what, lo, hi, open_lo, open_hi) -> str:
+def _bound(lo, hi, open_lo, open_hi) -> str:
+    """A range as a reader writes it: "≥ 16", "≤ 1", "in (0, 1)"."""
     if hi is None:
-        return f"{what} {'>' if open_lo else '≥'} {lo}" if lo is not None else what
-    return f"{what} in {'(' if open_lo else '['}{lo}, {hi}{')' if open_hi else ']'}"
+        return f"{'>' if open_lo else '≥'} {lo}" if lo is not None else ""
+    if lo is None:
+        return f"{'<' if open_hi else '≤'} {hi}"
+    return f"in {'(' if open_lo else '['}{lo}, {hi}{')' if open_hi else ']'}"
+
+
+def _range_doc(what, lo, hi, open_lo, open_hi) -> str:
+    return f"{what} {_bound(lo, hi, open_lo, open_hi)}".rstrip()
 
 
 def number(lo=None, hi=None, open_lo=False, open_hi=False, optional=False):
@@ -74,7 +81,7 @@ def number(lo=None, hi=None, open_lo=False, open_hi=False, optional=False):
         bad = ((lo is not None and (v < lo or (open_lo and v == lo)))
                or (hi is not None and (v > hi or (open_hi and v == hi))) or not math.isfinite(v))
         if bad:
-            _fail(name, value, f"must be in {'(' if open_lo else '['}{lo}, {hi}{')' if open_hi else ']'}")
+            _fail(name, value, f"must be {_bound(lo, hi, open_lo, open_hi)}")
         return v
     check.doc = _range_doc("number", lo, hi, open_lo, open_hi)
     return check
@@ -93,7 +100,7 @@ def numbers(lo=None, hi=None, open_lo=False, open_hi=False, allow_empty=False):
             try:
                 out.append(one(name, s, scale))
             except ParamError:
-                _fail(name, value, f"{s!r} must be a number in {'(' if open_lo else '['}{lo}, {hi}{')' if open_hi else ']'}")
+                _fail(name, value, f"{s!r} must be a number {_bound(lo, hi, open_lo, open_hi)}")
         return out
     check.doc = _range_doc("comma-separated numbers", lo, hi, open_lo, open_hi)
     return check

@@ -63,6 +63,8 @@ class Scale:
     hific_late_steps: int = 0      # then rate-distortion steps on crops twice as large (half the batch)
     hific_late_gan_steps: int = 0  # and GAN steps on those crops
     arch_steps: tuple = ()      # ((arch, steps, finetune_steps), ...): per-architecture schedules
+    width: str = ""             # "" the scale's own widths; a key of WIDER: that family (its own zoo folder)
+    decoder: int = 0            # g_s hidden width trained from scratch (0: the architecture's; 07_trained)
 
     def schedule(self, arch: str) -> tuple:
         """(steps from scratch, fine-tune steps) of ``arch``'s zoo models at this scale."""
@@ -81,6 +83,17 @@ class Scale:
 
     def with_(self, **changes) -> "Scale":
         return replace(self, **changes)
+
+    def at_width(self, width: str) -> "Scale":
+        """This scale with the base models of another width family: ``"N128"`` is CompressAI's
+        own architecture for qualities 1-5 (N=128, M=192) at ``cpu``/``paper``, and twice the
+        smoke widths at ``smoke`` (so CI runs the same code in minutes). ``""`` or ``"N64"`` (the
+        name of every scale's own family, the cpu zoo's N=64/M=96) changes nothing."""
+        check_choice("width", width, ("",) + WIDTHS)
+        if width in ("", BASE_WIDTH):
+            return replace(self, width="")
+        N, M = WIDER[width].get(self.name, WIDER[width]["cpu"])
+        return replace(self, N=N, M=M, width=width)
 
 
 SCALES = {
@@ -116,8 +129,16 @@ SCALES = {
     ),
 }
 
+# the wider base-model families: (N, M) per scale; the zoo of each lives in its own folder
+WIDER = {"N128": {"cpu": (128, 192), "paper": (128, 192), "smoke": (32, 48)}}
+
+
 # CompressAI's pretrained widths differ by quality (bmshj2018-hyperprior: N=128, M=192 for q<=5).
 PAPER_QUALITY = {lam: q for q, lam in QUALITY_LAMBDAS.items()}
+
+
+BASE_WIDTH = "N64"  # the name of each scale's own family (the cpu zoo: N=64, M=96)
+WIDTHS = (BASE_WIDTH,) + tuple(WIDER)  # what the `width` parameter accepts
 
 
 def check_choice(what: str, value, choices) -> None:

@@ -35,11 +35,15 @@ def read_manifest(chapter: str, scale) -> dict:
 
 def write_json(path, obj: dict) -> None:
     """Write ``obj`` as sorted, indented JSON, atomically (a killed run never leaves half a file)."""
+    from . import distributed as D
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    if D.is_main():  # under torchrun rank 0 writes; every rank goes on once it is there
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    D.barrier()
 
 
 def write_manifest(chapter: str, scale, manifest: dict) -> None:
@@ -61,12 +65,17 @@ def stored_state(model, half=True, keep_fp32=None) -> dict:
 
 
 def write(payload: dict, path) -> str:
-    """``torch.save(payload)`` to ``path`` atomically (a killed run never leaves half a file); its sha256."""
+    """``torch.save(payload)`` to ``path`` atomically (a killed run never leaves half a file); its
+    sha256. Under torchrun rank 0 writes and every rank returns once the file is there."""
+    from . import distributed as D
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    if D.is_main():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    D.barrier()
     return sha256_of(path)
 
 
@@ -126,17 +135,38 @@ def model_files(path) -> list:
     return [path] + sorted(path.parent.glob(f"{path.stem}.part*{path.suffix}"))
 
 
-def save_model(model, path, spec: dict, meta: dict, half=True, keep_fp32=None, max_bytes=MAX_FILE_BYTES) -> str:
+def save_model(model, path, spec: dict, meta: dict, half=True, keep_fp32=None, max_bytes=None) -> str:
     """Store ``model`` as ``{"spec", "state_dict", "meta"}`` (``spec``: what rebuilds it), its weights
     as :func:`stored_state` keeps them. Weights over ``max_bytes`` go to part files beside it
     (``name.part1.pt``, …), each listed with its sha256 under ``parts``, so one manifest sha256
     still vouches for every byte. Returns the (main) file's sha256."""
-    state = stored_state(model, half, keep_fp32)
-    first, *rest = _groups(state, max_bytes)
-    for old in model_files(path)[1:]:
-        old.unlink()  # parts of an earlier, larger save
-    parts = [{"file": part_path(path, i).name, "sha256": write(g, part_path(path, i))} for i, g in enumerate(rest, 1)]
+    first, parts = write_parts(stored_state(model, half, keep_fp32), path, max_bytes)
     return write({"spec": dict(spec), "state_dict": first, "parts": parts, "meta": meta}, path)
+
+
+def write_parts(state: dict, path, max_bytes=None) -> tuple:
+    """Split ``state`` for the file ``path``: (what the main file holds, [{"file", "sha256"}] of the
+    part files written beside it, ``name.part1.pt``, …), each file at most ``max_bytes`` of tensors."""
+    first, *rest = _groups(state, max_bytes or MAX_FILE_BYTES)
+    if is_main():
+        for old in model_files(path)[1:]:
+            old.unlink()  # parts of an earlier, larger save
+    return first, [{"file": part_path(path, i).name, "sha256": write(g, part_path(path, i))} for i, g in enumerate(rest, 1)]
+
+
+def read_state(ck: dict, path, hint="") -> dict:
+    """The whole state dict of a stored file ``ck`` (read from ``path``): its own tensors and its
+    parts', each part checked against the sha256 the main file lists."""
+    state = dict(ck["state_dict"])
+    for part in ck.get("parts", []):
+        state.update(read(Path(path).parent / part["file"], part["sha256"], hint))
+    return state
+
+
+def is_main() -> bool:
+    from .distributed import is_main as main
+
+    return main()
 
 
 def load_model(path, build, sha256=None, hint=""):
@@ -144,7 +174,4 @@ def load_model(path, build, sha256=None, hint=""):
     mode, its coder tables rebuilt; ``sha256`` (from the manifest) is checked when given, and each
     part's own sha256 (from the main file)."""
     ck = read(path, sha256, hint)
-    state = dict(ck["state_dict"])
-    for part in ck.get("parts", []):
-        state.update(read(Path(path).parent / part["file"], part["sha256"], hint))
-    return fill(build(**ck["spec"]), state, path, hint)
+    return fill(build(**ck["spec"]), read_state(ck, path, hint), path, hint)

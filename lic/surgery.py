@@ -217,3 +217,36 @@ def fold_1x1(module: nn.Module, q: torch.Tensor) -> nn.Module:
     if module.bias is not None:
         new.bias.copy_(q @ module.bias)
     return new
+
+
+def hidden_layers(model) -> list:
+    """[(conv, gdn, next_conv)] module names of g_s's hidden layers, first to last."""
+    names = [f"g_s.{i}" for i, _ in enumerate(model.g_s)]
+    mods = list(model.g_s)
+    layers = []
+    for i, m in enumerate(mods[:-1]):
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and i + 2 < len(mods) and isinstance(mods[i + 1], GDN):
+            layers.append((names[i], names[i + 1], names[i + 2]))
+    if not layers:
+        raise ValueError(f"{type(model).__name__}.g_s has no (conv, GDN, conv) hidden layers to prune")
+    return layers
+
+
+@torch.no_grad()
+def narrow_synthesis(model: nn.Module, width: int) -> nn.Module:
+    """Give every hidden layer of ``model``'s g_s ``width`` channels, in place, freshly initialised
+    (a decoder to train from scratch, not a pruned one): the zoo architecture at a pruned
+    decoder's width, Liu et al.'s control for structured pruning."""
+    layers = hidden_layers(model)
+    full = min(shape_of(model.get_submodule(conv))[1] for conv, _, _ in layers)
+    if not 1 <= width <= full:
+        raise ValueError(f"a decoder width must be in [1, {full}] (the architecture's), got {width}")
+    for conv, gdn, nxt in reversed(layers):
+        remove_channels(model, conv, list(range(width)), followers=[gdn], consumers=[nxt])
+    for conv, gdn, nxt in layers:
+        for name in (conv, nxt):
+            model.get_submodule(name).reset_parameters()  # PyTorch's init for the new fan-in
+        g = model.get_submodule(gdn)
+        fresh = GDN(width, inverse=g.inverse)
+        set_module(model, gdn, fresh)
+    return model

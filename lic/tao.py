@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from . import data as lic_data
 from . import store, zoo
+from .distributed import is_main
 from .evaluate import evaluate
 from .models.slimmable import SlimMeanScale, from_mean_scale, tcm_grid
 from .scales import Scale
@@ -151,7 +152,7 @@ def train_supernet(scale: Scale, lmbda: float, root=None, progress=True, precisi
     sha = save_checked(net, models_dir(scale) / file, meta, lic_data.test_images(scale, root),
                        half=scale.name == "cpu")
     curve_copy = models_dir(scale) / f"{name}.curve.csv"
-    if (run / f"{name}.curve.csv").exists():
+    if (run / f"{name}.curve.csv").exists() and is_main():  # under torchrun rank 0 writes
         curve_copy.write_text((run / f"{name}.curve.csv").read_text())
     manifest = store.read_manifest(CHAPTER, scale)
     manifest[name] = {**meta, "file": file, "sha256": sha, "curve": curve_copy.name}
@@ -725,4 +726,6 @@ def main(argv=None) -> int:
 if __name__ == "__main__":
     import sys
 
-    sys.exit(main())
+    from .lock import guarded
+
+    sys.exit(guarded(main))

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import distributed as D
 from . import precision as prec
 from .precision import uses_channels_last  # noqa: F401 - part of this module's interface
 
@@ -135,15 +136,50 @@ def split_parameters(model, params=None):
     return main, aux
 
 
-def lr_at(step, cfg):
-    """Cosine decay from ``lr`` to ``lr_final`` over ``steps``."""
+RESTART_WARMUP = 500  # steps of linear warm-up after a restart from stored weights (fresh Adam moments)
+
+
+def lr_at(step, cfg, restarted_at=None):
+    """Cosine decay from ``lr`` to ``lr_final`` over ``steps``; after a restart from stored
+    weights (``restarted_at``: :func:`restart_state`), ramped up linearly over
+    ``RESTART_WARMUP`` steps, since Adam's moments start again from zero."""
     t = min(step / max(cfg.steps, 1), 1.0)
-    return cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * t))
+    lr = cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * t))
+    if restarted_at is not None:
+        lr *= min(1.0, (step - restarted_at + 1) / RESTART_WARMUP)
+    return lr
+
+
+def restart_state(path, model, step: int, cfg, curve=(), elapsed=0.0, loops=()) -> None:
+    """Write a training state at ``path`` from which :func:`train` continues ``model``'s stored
+    weights at ``step`` of ``cfg``'s schedule when the full state (optimizers, RNG) is gone, e.g. a
+    staged run on another machine: fresh optimizers, a short warm-up (:func:`lr_at`), every RNG
+    seeded from the step; the learning curve and loops so far are kept, and a loop entry records
+    the restart."""
+    restart = {"from_step": step, "loop": "restart", "how": "stored weights, fresh optimizers, "
+               f"{RESTART_WARMUP}-step warm-up", "s_per_step": [], "cpu": prec.cpu_model(),
+               "torch": str(torch.__version__)}
+    path = Path(path)
+    if D.is_main():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _save_atomic({"model": model.state_dict(), "optimizer": None, "aux_optimizer": None, "hooks": [],
+                      "step": step, "curve": list(curve), "elapsed": elapsed, "rng": None,
+                      "config": asdict(cfg), "loops": list(loops) + [restart], "restarted_at": step}, path)
+    D.barrier()
 
 
 def _rng_state(data):
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
             "python": random.getstate(), "data": data.state()}
+
+
+def _seed_rank(seed, rank, data):
+    """Seed every stream of ``rank`` (rank 0: exactly as one process does)."""
+    s = seed if rank == 0 else f"{seed}/{rank}"
+    torch.manual_seed(seed + 7919 * rank)
+    np.random.seed((seed + 7919 * rank) % 2**32)
+    random.seed(s)
+    data.set_state(random.Random(s).getstate())
 
 
 def _set_rng_state(state, data):
@@ -195,11 +231,12 @@ def phases(cfg: TrainConfig) -> list:
     return [(0, late_start, cfg.batch, cfg.crop), (late_start, cfg.steps, late_batch, cfg.late_crop)]
 
 
-def _step(model, x, opt, aux_opt, main_params, cfg, hooks, loop, step):
-    """One optimisation step; returns the loss terms (the total under ``loss``)."""
+def _step(model, x, opt, aux_opt, main_params, cfg, hooks, loop, step, forward=None):
+    """One optimisation step; returns the loss terms (the total under ``loss``). ``forward``: the
+    model's DistributedDataParallel wrapper under torchrun (:mod:`lic.distributed`)."""
     opt.zero_grad(set_to_none=True)
     with prec.autocast(loop):
-        out = model(x)
+        out = (forward or model)(x)
         terms = rd_loss(out, x, cfg.lmbda)
         loss = terms["loss"]
         for hook in hooks:
@@ -216,6 +253,7 @@ def _step(model, x, opt, aux_opt, main_params, cfg, hooks, loop, step):
     if aux_opt:
         aux_opt.zero_grad(set_to_none=True)
         model.aux_loss().backward()
+        D.average_gradients(aux_opt.param_groups[0]["params"])  # quantiles stay equal on every rank
         aux_opt.step()
     for hook in hooks:
         hook.after_step(model, step)
@@ -316,50 +354,81 @@ def train(model, data, cfg: TrainConfig, checkpoint=None, hooks=(), params=None,
     Returns the learning curve: a list of dicts (step, wall time, losses, precision, evaluation).
     """
     precision = prec.requested(cfg.precision)  # a bad value fails before any work
+    D.init()  # under torchrun: join the process group (lic.distributed); else nothing
+    if checkpoint and D.is_main():  # one trainer per model state: a second one is refused (lic.lock.Busy)
+        from .lock import held
+
+        with held(Path(str(checkpoint) + ".lock"), f"training of {Path(checkpoint).name}"):
+            return _train(model, data, cfg, checkpoint, hooks, params, evaluate, log, progress, stop_after,
+                          desc, precision)
+    return _train(model, data, cfg, checkpoint, hooks, params, evaluate, log, progress, stop_after, desc, precision)
+
+
+def _train(model, data, cfg, checkpoint, hooks, params, evaluate, log, progress, stop_after, desc, precision):
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
     data.set_state(random.Random(cfg.seed).getstate())
+    rank, world, device = D.rank(), D.world(), D.device()
+    for _, _, batch, _ in phases(cfg):
+        D.local_batch(batch)  # refuse a batch that does not split before any work
+    if world > 1:  # each rank: its own shard of the images, its own streams (rank 0 as one process would)
+        if hasattr(data, "shard"):
+            data.shard(rank, world)
+        _seed_rank(cfg.seed, rank, data)
+    model.to(device)
     main_params, aux_params = split_parameters(model, params)
     opt = torch.optim.Adam(main_params, lr=cfg.lr)
     aux_opt = torch.optim.Adam(aux_params, lr=cfg.aux_lr) if aux_params else None
-    step, curve, elapsed, loops = 0, [], 0.0, []
+    step, curve, elapsed, loops, restarted_at = 0, [], 0.0, [], None
     checkpoint = Path(checkpoint) if checkpoint else None
     if checkpoint and checkpoint.exists():
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
         _check_resumable(checkpoint, state.get("config"), cfg)
         model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        if state.get("optimizer"):  # None: a state made from stored weights (restart_state)
+            opt.load_state_dict(state["optimizer"])
         if aux_opt and state.get("aux_optimizer"):
             aux_opt.load_state_dict(state["aux_optimizer"])
         for hook, hs in zip(hooks, state.get("hooks", [])):
             hook.load_state_dict(hs)
         step, curve, elapsed = state["step"], state["curve"], state.get("elapsed", 0.0)
-        loops = state.get("loops", [])
-        _set_rng_state(state["rng"], data)
+        loops, restarted_at = state.get("loops", []), state.get("restarted_at")
+        streams = state.get("rng_ranks") or ([state["rng"]] if state.get("rng") else [])
+        if rank < len(streams):
+            _set_rng_state(streams[rank], data)
+        else:  # a restart, or a rank the state does not know: fresh streams, seeded by the step too
+            _seed_rank(cfg.seed + step, rank, data)
 
     def save():
         if checkpoint:
-            checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                          "aux_optimizer": aux_opt.state_dict() if aux_opt else None,
-                          "hooks": [h.state_dict() for h in hooks], "step": step, "curve": curve,
-                          "elapsed": elapsed, "rng": _rng_state(data), "config": asdict(cfg),
-                          "loops": loops}, checkpoint)
+            streams = D.gather(_rng_state(data))  # every rank's, so any number of processes resumes
+            if D.is_main():
+                checkpoint.parent.mkdir(parents=True, exist_ok=True)
+                _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                              "aux_optimizer": aux_opt.state_dict() if aux_opt else None,
+                              "hooks": [h.state_dict() for h in hooks], "step": step, "curve": curve,
+                              "elapsed": elapsed, "rng": streams[0], "rng_ranks": streams, "config": asdict(cfg),
+                              "loops": loops, "restarted_at": restarted_at, "processes": world}, checkpoint)
+            D.barrier()
 
     def record(stats, loop):
-        row = {"step": step, "elapsed_s": round(elapsed, 3), **{k: float(v) for k, v in stats.items()},
-               "precision": loop.name}
-        if evaluate is not None:
-            model.eval()
-            row.update(evaluate(model))
-            model.train()
-        curve.append(row)
-        if log:
-            write_csv(log, curve)
+        if D.is_main():  # rank 0 evaluates and logs; the others wait
+            row = {"step": step, "elapsed_s": round(elapsed, 3), **{k: float(v) for k, v in stats.items()},
+                   "precision": loop.name}
+            if world > 1:
+                row["processes"] = world
+            if evaluate is not None:
+                model.eval()
+                row.update(evaluate(model))
+                model.train()
+            curve.append(row)
+            if log:
+                write_csv(log, curve)
+        D.barrier()
 
     model.train()
-    bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not progress, mininterval=2)
+    bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not progress or not D.is_main(), mininterval=2)
     stats, loop = {}, None
     frozen = None if params is None else main_params + aux_params
     trained = {id(p) for p in main_params + aux_params}
@@ -368,29 +437,33 @@ def train(model, data, cfg: TrainConfig, checkpoint=None, hooks=(), params=None,
         for first, end, batch, crop in phases(cfg):
             if step >= end or (stop_after is not None and step >= stop_after):
                 continue
-            loop, times, how = prec.choose(
+            batch = D.local_batch(batch)  # the scale's batch is the global one
+            choice = prec.choose(
                 model, batch, crop, end - step, precision=precision, channels_last=cfg.channels_last,
                 trained=trained, measure=_measurer(model, main_params, aux_params, cfg, batch, crop, data.shape,
-                                                   hooks=hooks))
+                                                   hooks=hooks)) if D.is_main() else None
+            loop, times, how = D.broadcast(choice)  # rank 0 measures, every rank runs its choice
             loops.append({"from_step": step, "loop": loop.name, "how": how, "s_per_step": times,
                           "cpu": prec.cpu_model(), "torch": str(torch.__version__)})
-            (tqdm.write if progress else lambda m: None)(f"{desc}: {prec.describe(loop, times, how)}")
+            (tqdm.write if progress and D.is_main() else lambda m: None)(
+                f"{desc}: {prec.describe(loop, times, how)}" + (f", {world} processes x batch {batch}" if world > 1 else ""))
             with prec.running(model, loop) as to_format:
+                forward = D.wrap(model)  # DistributedDataParallel under torchrun
                 while step < end:
                     if stop_after is not None and step >= stop_after:
                         break
                     t0 = time.perf_counter()
-                    x = to_format(data.batch(batch, crop))
+                    x = to_format(data.batch(batch, crop).to(device))
                     for g in opt.param_groups:
-                        g["lr"] = lr_at(step, cfg)
-                    terms = _step(model, x, opt, aux_opt, main_params, cfg, hooks, loop, step)
+                        g["lr"] = lr_at(step, cfg, restarted_at)
+                    terms = _step(model, x, opt, aux_opt, main_params, cfg, hooks, loop, step, forward)
                     step += 1
                     step_s = time.perf_counter() - t0
                     if stopped.pop():  # paused (SIGSTOP/SIGCONT) during this step: count a normal step
                         step_s = last_step_s
                     elapsed += step_s
                     last_step_s = step_s
-                    stats = {k: v.detach().item() for k, v in terms.items()}
+                    stats = D.average({k: v.detach().item() for k, v in terms.items()})  # the global batch's
                     if not math.isfinite(stats["loss"]):
                         raise FloatingPointError(f"loss became {stats['loss']} at step {step}; lower the "
                                                  "learning rate or resume from the last checkpoint")
@@ -402,11 +475,11 @@ def train(model, data, cfg: TrainConfig, checkpoint=None, hooks=(), params=None,
                     if checkpoint and step % cfg.checkpoint_every == 0:
                         save()
     bar.close()
-    if step >= cfg.steps and (not curve or curve[-1]["step"] != step):
+    if D.broadcast(step >= cfg.steps and (not curve or curve[-1]["step"] != step)):
         record(stats, loop or prec.Loop.from_name(loops[-1]["loop"] if loops else "fp32"))
     save()
     model.eval()
-    return curve
+    return D.broadcast(curve)
 
 
 def write_csv(path, rows):

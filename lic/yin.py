@@ -36,6 +36,7 @@ import torch
 
 from . import data as lic_data
 from . import store, zoo
+from .distributed import is_main
 from .evaluate import evaluate, macs
 from .models.gated import AtLambda, GatedConv, VariableRate
 from .models.vbr import Vbr
@@ -232,7 +233,7 @@ def train_model(arch: str, scale: Scale, variant: str, target=TARGET_SPARSITY, r
     sha = save_checked(model, models_dir(scale) / file, meta, lic_data.test_images(scale, root),
                        half=scale.name == "cpu", lambdas=scale.lambdas)
     curve_copy = models_dir(scale) / f"{name}.curve.csv"
-    if (run / f"{name}.curve.csv").exists():
+    if (run / f"{name}.curve.csv").exists() and is_main():  # under torchrun rank 0 writes
         curve_copy.write_text((run / f"{name}.curve.csv").read_text())
     manifest = read_manifest(scale)
     manifest[name] = {**meta, "file": file, "sha256": sha, "curve": curve_copy.name}
@@ -445,4 +446,6 @@ def main(argv=None) -> int:
 if __name__ == "__main__":
     import sys
 
-    sys.exit(main())
+    from .lock import guarded
+
+    sys.exit(guarded(main))

@@ -786,4 +786,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from .lock import guarded
+
+    raise SystemExit(guarded(main))

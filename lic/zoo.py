@@ -25,11 +25,12 @@ from compressai.models import (Cheng2020Attention, JointAutoregressiveHierarchic
                                MeanScaleHyperprior, ScaleHyperprior)
 
 from . import data as lic_data
+from . import distributed as D
 from . import store
 from .evaluate import evaluate
 from .cli import check_lambdas, train_parser
-from .scales import ARCHS, PAPER_QUALITY, SCALES, Scale, check_choice, get_scale
-from .surgery import channel_config, resize_to
+from .scales import ARCHS, PAPER_QUALITY, SCALES, WIDTHS, Scale, check_choice, get_scale
+from .surgery import channel_config, narrow_synthesis, resize_to
 from .train import TrainConfig, train
 from .weights import CODER_TABLES, fingerprint, is_entropy  # noqa: F401 - part of this module's interface
 
@@ -56,7 +57,10 @@ def build(arch: str, **widths):
 
 
 def build_for(arch: str, scale: Scale):
-    return build(arch, **scale.widths(arch))
+    """A fresh ``arch`` at ``scale``'s widths; with ``scale.decoder``, its g_s narrowed to that
+    hidden width (:func:`lic.surgery.narrow_synthesis`)."""
+    model = build(arch, **scale.widths(arch))
+    return narrow_synthesis(model, scale.decoder) if scale.decoder else model
 
 
 def pretrained(arch: str, lmbda: float, metric: str = "mse"):
@@ -73,10 +77,13 @@ def pretrained(arch: str, lmbda: float, metric: str = "mse"):
     try:
         return fn(quality=PAPER_QUALITY[lmbda], metric=metric, pretrained=True, progress=False).eval()
     except OSError as err:
-        raise CheckpointError(f"could not fetch CompressAI's pretrained {arch} (quality "
-                              f"{PAPER_QUALITY[lmbda]}): {err}. The `paper` scale needs network "
-                              "access to compressai.s3.amazonaws.com, or the .pth.tar file placed in "
-                              "$TORCH_HOME/hub/checkpoints/.") from err
+        from compressai.zoo.image import model_urls
+
+        url = model_urls[arch][metric][PAPER_QUALITY[lmbda]]
+        cache = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+        raise CheckpointError(f"CompressAI's pretrained {arch} (quality {PAPER_QUALITY[lmbda]}) is not in the "
+                              f"local cache and could not be fetched ({err}): download {url} on a machine "
+                              f"with network access and put it at {cache}") from err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,17 +98,19 @@ def save(model, path, arch: str, widths: dict, meta=None, half=False) -> str:
 
     ``half`` stores the transforms' floating tensors in fp16; entropy-model parameters stay fp32.
     """
+    first, parts = store.write_parts(store.stored_state(model, half), path)  # no file over 7 MiB
     return store.write({"arch": arch, "widths": dict(widths), "channels": channel_config(model),
-                        "state_dict": store.stored_state(model, half), "meta": meta or {}}, path)
+                        "state_dict": first, "parts": parts, "meta": meta or {}}, path)
 
 
 def load(path, sha256: str | None = None, retrain_hint: str = ""):
     """Load a checkpoint written by :func:`save`; verify ``sha256`` when given."""
     hint = f"Retrain it with `{retrain_hint}`." if retrain_hint else ""
     ck = store.read(path, sha256, hint)
+    state = store.read_state(ck, path, hint)
     model = build(ck["arch"], **ck["widths"])
-    resize_to(model, ck["state_dict"])
-    store.fill(model, ck["state_dict"], path, hint)
+    resize_to(model, state)
+    store.fill(model, state, path, hint)
     if channel_config(model) != ck["channels"]:
         raise CheckpointError(f"checkpoint {path}: rebuilt channels differ from the stored ones")
     return model
@@ -181,17 +190,25 @@ def save_checked(model, path, meta: dict, images, half=True, tol_db=FP16_TOLERAN
 
 
 def zoo_dir(scale: Scale) -> Path:
-    """Final checkpoints: ``data/checkpoints/cpu`` (committed); other scales under ``runs/``."""
+    """Final checkpoints: ``data/checkpoints/cpu`` (committed); other scales under ``runs/``. A
+    wider family (:meth:`Scale.at_width`) has its own folder: ``data/checkpoints/cpu-N128``."""
+    tail = (f"-{scale.width}" if scale.width else "") + (f"-gs{scale.decoder}" if scale.decoder else "")
     if "LIC_ZOO" in os.environ:
-        return Path(os.environ["LIC_ZOO"]) / scale.name
+        return Path(os.environ["LIC_ZOO"]) / (scale.name + tail)
     if scale.name == "cpu":
-        return PROJECT / "data" / "checkpoints" / "cpu"
-    return PROJECT / "runs" / scale.name / "zoo"
+        return PROJECT / "data" / "checkpoints" / ("cpu" + tail)
+    return PROJECT / "runs" / scale.name / ("zoo" + tail)
 
 
 def runs_dir(scale: Scale) -> Path:
     """Resumable training state and learning curves (not committed)."""
     return Path(os.environ.get("LIC_RUNS", PROJECT / "runs")) / scale.name
+
+
+def states_dir(scale: Scale) -> Path:
+    """Where the zoo's training states are: ``runs/<scale>`` (``runs/<scale>/zoo-N128`` for a wider family)."""
+    tail = (f"-{scale.width}" if scale.width else "") + (f"-gs{scale.decoder}" if scale.decoder else "")
+    return runs_dir(scale) / f"zoo{tail}" if tail else runs_dir(scale)
 
 
 def model_name(arch: str, lmbda: float) -> str:
@@ -208,10 +225,7 @@ def read_manifest(scale: Scale) -> dict:
 
 
 def _write_json(p: Path, obj: dict) -> None:
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, p)
+    store.write_json(p, obj)
 
 
 def _write_manifest(scale: Scale, manifest: dict) -> None:
@@ -227,7 +241,8 @@ def learning_curve(arch, lmbda, scale: Scale):
 
 
 def train_command(arch, lmbda, scale: Scale) -> str:
-    return f"python -m lic.zoo train --scale {scale.name} --arch {arch} --lmbda {lmbda}"
+    width = (f" --width {scale.width}" if scale.width else "") + (f" --decoder-width {scale.decoder}" if scale.decoder else "")
+    return f"python -m lic.zoo train --scale {scale.name}{width} --arch {arch} --lmbda {lmbda}"
 
 
 def middle_lambda(scale: Scale) -> float:
@@ -235,7 +250,8 @@ def middle_lambda(scale: Scale) -> float:
     return scale.lambdas[len(scale.lambdas) // 2]
 
 
-def get(arch: str, lmbda: float, scale: Scale, root=None, train_missing=True, progress=True, precision=None):
+def get(arch: str, lmbda: float, scale: Scale, root=None, train_missing=True, progress=True, precision=None,
+        stop_at=None):
     """The base model ``arch`` at ``lmbda`` for ``scale``: from the zoo, CompressAI (paper scale),
     or trained now (resumable, under ``precision``: :mod:`lic.precision`) when missing and
     ``train_missing``."""
@@ -249,18 +265,23 @@ def get(arch: str, lmbda: float, scale: Scale, root=None, train_missing=True, pr
     if not train_missing:
         raise CheckpointError(f"{model_name(arch, lmbda)} is not in the {scale.name} zoo "
                               f"({zoo_dir(scale)}); train it with `{train_command(arch, lmbda, scale)}`")
-    return train_model(arch, lmbda, scale, root=root, progress=progress, precision=precision)
+    return train_model(arch, lmbda, scale, root=root, progress=progress, precision=precision, stop_at=stop_at)
 
 
 def learning_curve_eval(scale: Scale, root=None, limit=None):
-    """Learning-curve evaluation: mean PSNR and estimated bpp on the test set (forward only)."""
+    """Learning-curve evaluation (forward only): mean PSNR, estimated bpp and R + λD on the
+    validation images (``val_*``: what decides when a run has converged or may stop,
+    :func:`lic.claims.still_improving`) and on the test set (``test_*``, the figures)."""
     images = lic_data.test_images(scale, root)
     if limit:
         images = images[:limit]
+    validation = lic_data.validation_images(scale, root)
 
     def run(model):
         res = evaluate(model, images, real=False, progress=False)["mean"]
-        return {"test_psnr": res["psnr"], "test_bpp_est": res["bpp_est"]}
+        val = evaluate(model, validation, real=False, progress=False)["mean"]
+        return {"test_psnr": res["psnr"], "test_bpp_est": res["bpp_est"],
+                "val_psnr": val["psnr"], "val_bpp_est": val["bpp_est"]}
     return run
 
 
@@ -274,20 +295,95 @@ def register_points(archs, lambdas, scale: Scale) -> list:
         for a in archs for lam in lambdas])
 
 
-def train_model(arch: str, lmbda: float, scale: Scale, root=None, progress=True, seed=0, precision=None):
+def read_stages(scale: Scale) -> dict:
+    """Unfinished zoo models kept between sessions (``stages.json`` beside the manifest): for each,
+    the stored weights at the step its last stage ended, the schedule it belongs to and every stage."""
+    p = zoo_dir(scale) / "stages.json"
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def keep_stage(model, name: str, cfg, state_file: Path, scale: Scale, started_from=None) -> dict:
+    """Store an unfinished model at the step its training state reached (fp16 transforms, fp32
+    entropy models; the learning curve beside it) so a later session on any machine continues
+    it (:func:`lic.train.restart_state`) instead of starting again. The stage is recorded, with
+    the CPU, loops and seconds of each part, in ``stages.json``."""
+    state = torch.load(state_file, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    stages = read_stages(scale)
+    before = stages.get(name, {})
+    file = f"{name}.stage.pt"
+    sha = save(model, zoo_dir(scale) / file, scale_arch(name), scale.widths(scale_arch(name)),
+               {"stage_of": name, "step": state["step"]}, half=True)
+    if D.is_main():
+        write_curve(zoo_dir(scale) / f"{name}.stage.curve.csv", state["curve"])
+    part = {"to_step": state["step"], "train_seconds": round(state.get("elapsed", 0.0), 3),
+            "loops": [{k: lp.get(k) for k in ("from_step", "loop", "how", "cpu")} for lp in state.get("loops", [])],
+            "ended": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    stages[name] = {"file": file, "sha256": sha, "step": state["step"], "of_steps": cfg.steps,
+                    "lambda": cfg.lmbda, "started_from": started_from, "config": {
+                        k: getattr(cfg, k) for k in ("batch", "crop", "late_crop", "late_frac", "lr", "lr_final",
+                                                     "aux_lr", "clip", "seed")},
+                    "train_seconds": part["train_seconds"],
+                    # kept again at the same step (e.g. rewritten by newer code): that part, not another
+                    "stages": [p for p in before.get("stages", []) if p["to_step"] != part["to_step"]] + [part]}
+    _write_json(zoo_dir(scale) / "stages.json", stages)
+    return stages[name]
+
+
+def scale_arch(name: str) -> str:
+    """The architecture of a zoo model name (``arch-λ``)."""
+    return name.rsplit("-", 1)[0]
+
+
+def write_curve(path: Path, rows) -> None:
+    from .train import write_csv
+
+    if rows:
+        write_csv(path, rows)
+
+
+def _continue_stage(model, name: str, cfg, state_file: Path, scale: Scale) -> None:
+    """Without a training state here, continue a kept stage of ``name`` (same schedule) from its
+    stored weights."""
+    from .train import restart_state
+
+    stage = read_stages(scale).get(name)
+    if state_file.exists() or not stage:
+        return
+    if stage["of_steps"] != cfg.steps or stage["lambda"] != cfg.lmbda:
+        raise CheckpointError(f"the kept stage of {name} belongs to a {stage['of_steps']}-step schedule at "
+                              f"λ={stage['lambda']}, not {cfg.steps} at λ={cfg.lmbda}; train with its steps")
+    kept = load(zoo_dir(scale) / stage["file"], stage["sha256"])
+    model.load_state_dict(kept.state_dict())
+    import pandas as pd
+
+    curve_file = zoo_dir(scale) / f"{name}.stage.curve.csv"
+    curve = pd.read_csv(curve_file).to_dict("records") if curve_file.exists() else []
+    restart_state(state_file, model, stage["step"], cfg, curve, stage["train_seconds"],
+                  [lp for part in stage["stages"] for lp in part["loops"]])
+
+
+def train_model(arch: str, lmbda: float, scale: Scale, root=None, progress=True, seed=0, precision=None,
+                stop_at=None):
     """Train (or resume) one zoo model, save it, evaluate the saved file, add it to the manifest
-    (with the training loop of every part of the run: ``precision``)."""
+    (with the training loop of every part of the run: ``precision``).
+
+    ``stop_at``: end this session's part at that step and keep it as a stage (:func:`keep_stage`),
+    returning None; a later call continues it, from the training state if this machine still has
+    it, else from the stage's stored weights."""
     mid = middle_lambda(scale)
     steps, finetune_steps = scale.schedule(arch)
     start = None
     if lmbda != mid:
-        start = get(arch, mid, scale, root=root, progress=progress, precision=precision)
+        start = get(arch, mid, scale, root=root, progress=progress, precision=precision, stop_at=stop_at)
+        if start is None:  # the middle λ stopped at a stage
+            return None
         steps = finetune_steps
     model = build_for(arch, scale)
     if start is not None:
         model.load_state_dict(start.state_dict())
     name = model_name(arch, lmbda)
-    run = runs_dir(scale)
+    run = states_dir(scale)
     data = lic_data.train_set(scale, root, seed=seed)
     cfg = TrainConfig.from_scale(scale, lmbda, steps=steps, seed=seed, precision=precision)
     if start is not None and scale.late_crop:
@@ -298,16 +394,24 @@ def train_model(arch: str, lmbda: float, scale: Scale, root=None, progress=True,
         cfg.crop, cfg.late_crop, cfg.late_frac = scale.late_crop, 0, 0.0
     images = lic_data.test_images(scale, root)
     state = run / f"{name}.state.pt"
+    _continue_stage(model, name, cfg, state, scale)
     curve = train(model, data, cfg, checkpoint=state,
                   evaluate=learning_curve_eval(scale, root) if cfg.eval_every else None,
-                  log=run / f"{name}.curve.csv", progress=progress, desc=name)
+                  log=run / f"{name}.curve.csv", progress=progress, desc=name, stop_after=stop_at)
+    if not curve or curve[-1]["step"] < steps:
+        if stop_at is not None:
+            keep_stage(model, name, cfg, state, scale, model_name(arch, mid) if start is not None else None)
+        return None
     t_trained = time.time()
     file = f"{name}.pt"
     half = scale.name == "cpu"
     meta = {"arch": arch, "widths": scale.widths(arch), "lambda": lmbda, "steps": steps,
+            **({"decoder_width": scale.decoder, "init": "trained from scratch at this decoder width"}
+               if scale.decoder else {}),
             "started_from": model_name(arch, mid) if start is not None else None,
             "schedule": {k: getattr(cfg, k) for k in ("batch", "crop", "late_crop", "late_frac", "lr",
                                                       "lr_final", "aux_lr", "clip")},
+            "stages": read_stages(scale).get(name, {}).get("stages", []),
             "precision": [{k: lp[k] for k in ("from_step", "loop", "how", "cpu")}
                           for lp in torch.load(state, weights_only=False).get("loops", [])],
             "seed": seed, "train_seconds": round(curve[-1]["elapsed_s"] if curve else 0, 3),
@@ -316,7 +420,7 @@ def train_model(arch: str, lmbda: float, scale: Scale, root=None, progress=True,
     sha, loaded, res = save_checked(model, zoo_dir(scale) / file, meta, images, half=half,
                                     progress=progress, desc=f"{name} eval")
     curve_log, curve_copy = run / f"{name}.curve.csv", zoo_dir(scale) / f"{name}.curve.csv"
-    if curve_log.exists() and curve_log.resolve() != curve_copy.resolve():  # one folder for both is fine
+    if curve_log.exists() and curve_log.resolve() != curve_copy.resolve() and D.is_main():  # one folder for both is fine
         shutil.copyfile(curve_log, curve_copy)
     meta.update(file=file, sha256=sha, test_set=scale.test_set, test_images=len(images),
                 psnr=res["psnr"], bpp=res["bpp"], bpp_est=res["bpp_est"], ms_ssim=res["ms_ssim"],
@@ -326,6 +430,12 @@ def train_model(arch: str, lmbda: float, scale: Scale, root=None, progress=True,
     manifest = read_manifest(scale)
     manifest[name] = meta
     _write_manifest(scale, manifest)
+    stages = read_stages(scale)
+    if stages.pop(name, None):  # finished: its stages live on in the manifest entry
+        if D.is_main():
+            for f in store.model_files(zoo_dir(scale) / f"{name}.stage.pt") + [zoo_dir(scale) / f"{name}.stage.curve.csv"]:
+                f.unlink(missing_ok=True)
+        _write_json(zoo_dir(scale) / "stages.json", stages)
     return loaded
 
 
@@ -517,8 +627,17 @@ def main(argv=None) -> int:
     t.add_argument("--lmbda", type=float, action="append", help="repeatable; default: all")
     t.add_argument("--steps", type=int, help="steps of the middle λ from scratch (default: the scale's)")
     t.add_argument("--finetune-steps", type=int, help="steps of each other λ (default: the scale's)")
+    t.add_argument("--width", default="", choices=WIDTHS,
+                   help="the base family: N64 (the scale's own, default) or N128 (CompressAI's N=128/M=192)")
+    t.add_argument("--decoder-width", type=int, default=0, metavar="W",
+                   help="g_s hidden width trained from scratch (07_trained's control; default: the architecture's)")
+    t.add_argument("--stop-at", type=int, default=None, metavar="STEP",
+                   help="end this part at STEP and keep it as a stage (committable weights); the next "
+                        "call continues it, on this machine from its state, elsewhere from the stage")
     ls = sub.add_parser("list", help="print the manifest and each family's BD-rate vs WebP")
     ls.add_argument("--scale", default="cpu", choices=tuple(SCALES))
+    ls.add_argument("--width", default="", choices=WIDTHS, help="the base family (default: the scale's own)")
+    ls.add_argument("--decoder-width", type=int, default=0, metavar="W", help="a narrow-decoder family (07_trained)")
     ad = sub.add_parser("adopt", help="copy the finished models of another zoo (a schedule trial) into this one")
     ad.add_argument("source", help="the other zoo's LIC_ZOO folder, e.g. runs/trial")
     ad.add_argument("--scale", default="cpu")
@@ -531,7 +650,14 @@ def main(argv=None) -> int:
     ck.add_argument("--scale", default="cpu")
     ck.add_argument("--data", default=None, help="data root (default: $LIC_DATA)")
     args = ap.parse_args(argv)
-    scale = get_scale(args.scale)
+    scale = get_scale(args.scale).at_width(getattr(args, "width", ""))
+    if getattr(args, "decoder_width", 0):
+        if args.decoder_width < 1 or args.decoder_width >= scale.N:
+            ap.error(f"--decoder-width must be in [1, {scale.N - 1}] (narrower than the scale's N={scale.N}), "
+                     f"not {args.decoder_width}")
+        scale = scale.with_(decoder=args.decoder_width)
+    if getattr(args, "stop_at", None) is not None and args.stop_at < 1:
+        ap.error(f"--stop-at must be a positive step, not {args.stop_at}")
     check_lambdas(ap, getattr(args, "lmbda", None), scale)
     if args.cmd == "check-fp16":
         found = check_stored_fp16(scale, args.states, root=args.data)
@@ -550,6 +676,9 @@ def main(argv=None) -> int:
     if args.cmd == "list":
         for name, e in sorted(read_manifest(scale).items()):
             print(f"{name:32s} {e['psnr']:6.2f} dB  {e['bpp']:.3f} bpp  {e['steps']:>6d} steps")
+        for name, e in sorted(read_stages(scale).items()):
+            print(f"{name:32s} unfinished: step {e['step']} of {e['of_steps']} kept "
+                  f"({len(e['stages'])} part(s), {e['train_seconds'] / 3600:.1f} h)")
         for arch, rate in bd_vs_webp(scale).items():
             print(f"{arch:32s} BD-rate vs WebP (published, Kodak): {rate:+.1f} %")
         return 0
@@ -562,10 +691,17 @@ def main(argv=None) -> int:
         # the middle lambda first: the others start from it
         for lmbda in sorted(lambdas, key=lambda l: l != middle_lambda(scale)):
             if model_name(arch, lmbda) not in read_manifest(scale):
-                get(arch, lmbda, scale, root=args.data, precision=args.precision)
+                if get(arch, lmbda, scale, root=args.data, precision=args.precision, stop_at=args.stop_at) is None:
+                    stage = read_stages(scale).get(model_name(arch, lmbda)) or read_stages(scale).get(
+                        model_name(arch, middle_lambda(scale)))
+                    print(f"stopped at step {stage['step']} of {stage['of_steps']}; kept in {zoo_dir(scale)}/"
+                          f"{stage['file']} ({', '.join(sorted(read_stages(scale)))}). Continue with the same command "
+                          "(a larger or no --stop-at).")
+                    return 0
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .lock import guarded
 
+    sys.exit(guarded(main))

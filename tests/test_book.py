@@ -114,7 +114,8 @@ def test_status_page_reads_in_hours_and_counts_the_rebuild(tmp_path, monkeypatch
                                                 "cpu": "AMD EPYC (family 25, model 1), AVX2", "threads": 2,
                                                 "torch": "t", "compressai": "c"}}))
     page = book.write_status("cpu", pending=["04_yu"]).read_text()
-    assert "| 00_baselines | yes | 3:07 | d | AMD EPYC (family 25, model 1), AVX2 | 2 |" in page
+    assert "| 00_baselines | yes | 3:07 | d | AMD EPYC (family 25, model 1), AVX2 | defaults; no recipe recorded |" in page
+    assert "Every run: 2 threads, torch t, CompressAI c." in page  # the versions once, under the table
     assert "python -m lic.book run 04_yu --scale cpu" in page
     train = book.training_seconds("cpu")  # the committed manifests: the zoo's 16 models at least
     assert train["the zoo (base models)"] > 3600

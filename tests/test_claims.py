@@ -152,3 +152,35 @@ def test_yu_hific_generator_claim_needs_both_halves(ssim2, verdict):
     got = yu.claims_for(t1, t2, eager, {"rnn": [], "hific": []}, [],
                         report.paper_table("yu_table1"), report.paper_table("yu_table2"))
     assert {c["id"]: c["verdict"] for c in got}["yu-hific-generator"] == verdict
+
+
+def test_a_curve_still_improving_is_told_from_a_converged_noisy_one():
+    import numpy as np
+
+    from lic.claims import qualified, still_improving
+
+    steps = np.arange(0, 20001, 500)
+    rng = np.random.default_rng(0)
+    rising = 30 + 2 * (1 - np.exp(-steps / 30000)) + rng.normal(0, 0.01, len(steps))  # far from its plateau
+    flat = 32 + rng.normal(0, 0.05, len(steps))  # converged: noise only
+    assert still_improving(steps, rising)["improving"] is True
+    assert still_improving(steps, flat)["improving"] is False
+    assert still_improving(steps, -rising, higher_is_better=False)["improving"] is True  # a loss falling
+    assert still_improving(steps[:2], rising[:2])["improving"] is None  # too few points to decide
+    assert qualified("not reproduced", True) == "not reproduced at this budget (still improving)"
+    assert qualified("not reproduced", False) == "not reproduced" and qualified("reproduced", True) == "reproduced"
+
+
+def test_the_ledger_prints_each_chapters_budget_beside_the_papers():
+    from lic import budget
+    from lic.claims import ledger
+    from lic.scales import get_scale
+
+    cpu = get_scale("cpu")
+    assert budget.patches(100, {"batch": 8, "crop": 128, "late_crop": 256, "late_frac": 0.15}) == 85 * 8 + 15 * 2
+    assert budget.patches(10, {"batch": 2, "crop": 256}) == 20
+    tao = budget.ours("05_tao", cpu)
+    assert tao["steps"] == cpu.slim_steps and tao["cpu_hours"] > 0  # the committed supernets' manifest
+    assert "1.6 M iterations at batch 8" in budget.paper("05_tao")
+    page = ledger("cpu")
+    assert page.count("**Budget.**") >= 5 and "The paper: not stated [the slides give no training schedule]" in page

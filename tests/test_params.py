@@ -145,3 +145,9 @@ def test_dry_run_of_02_counts_the_kept_variants(tmp_zoo, capsys):
     out = capsys.readouterr().out
     assert "trained variants: 2 kept in" in out
     assert f"up to {len(get_scale('smoke').lambdas) * 2 * 6} in all" in out  # 2 archs x λ x (3 ERHP + 3 controls)
+
+
+def test_a_one_sided_bound_reads_as_a_reader_writes_it(capsys, tmp_zoo):
+    assert book.main(["run", "05_tao", "--scale", "smoke", "-p", "blocks=8"]) == 2
+    err = capsys.readouterr().err
+    assert "'8' must be a number ≥ 16" in err and "None" not in err

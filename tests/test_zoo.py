@@ -38,8 +38,13 @@ def test_pretrained_offline_says_what_to_do(tmp_path, monkeypatch):
         raise OSError("network unreachable")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    with pytest.raises(zoo.CheckpointError, match=r"hub/checkpoints"):
+    with pytest.raises(zoo.CheckpointError) as err:
         zoo.pretrained("mbt2018-mean", 0.0130)
+    from compressai.zoo.image import model_urls
+
+    url = model_urls["mbt2018-mean"]["mse"][4]
+    assert "\n" not in str(err.value) and f"download {url}" in str(err.value)
+    assert f"put it at {tmp_path / 'hub' / 'checkpoints' / url.rsplit('/', 1)[-1]}" in str(err.value)
 
 
 def test_unknown_lambda_and_missing_model(smoke, tmp_zoo):
@@ -245,6 +250,10 @@ def test_committed_cpu_zoo_loads_without_training_and_fp16_was_checked(monkeypat
     (["train", "--arch", "bmshj2018"], "invalid choice: 'bmshj2018'"),
     (["train", "--scale", "gpu"], "invalid choice: 'gpu'"),
     (["train", "--scale", "smoke", "--lmbda", "0.5"], "λ=0.5 is not a λ of scale smoke"),
+    (["train", "--scale", "smoke", "--width", "N96"], "invalid choice: 'N96'"),
+    (["train", "--scale", "smoke", "--stop-at", "0"], "--stop-at must be a positive step"),
+    (["train", "--scale", "smoke", "--device", "tpu"], "unknown device 'tpu'; valid: cpu, cuda"),
+    (["train", "--scale", "smoke", "--device", "cuda"], "no CUDA device is visible here"),
 ])
 def test_cli_refuses_bad_arguments_in_one_line(argv, message, capsys):
     from lic import zoo
@@ -252,3 +261,80 @@ def test_cli_refuses_bad_arguments_in_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_:
         zoo.main(argv)
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_wider_family_has_its_own_folder_and_widths(smoke):
+    wide = smoke.at_width("N128")
+    assert (wide.N, wide.M, wide.width) == (32, 48, "N128")
+    cpu = get_scale("cpu")
+    cpu_wide = cpu.at_width("N128")
+    assert (cpu_wide.N, cpu_wide.M) == (128, 192)  # CompressAI's bmshj2018-hyperprior, qualities 1-5
+    assert zoo.zoo_dir(cpu_wide).name == "cpu-N128" and zoo.zoo_dir(cpu_wide) != zoo.zoo_dir(cpu)
+    assert smoke.at_width("N64") == smoke and "--width N128" in zoo.train_command("mbt2018", 0.0067, wide)
+    with pytest.raises(ValueError, match="unknown width 'N256'"):
+        smoke.at_width("N256")
+
+
+def test_a_stage_kept_on_one_machine_is_continued_on_another(smoke, tmp_zoo, capsys):
+    """--stop-at keeps the unfinished model (stored weights, curve, stages.json); on a machine
+    without the training state the same command continues from the stage (fresh optimizers, warm-up)
+    and the finished model's manifest lists every part."""
+    wide, lam = smoke.at_width("N128"), zoo.middle_lambda(smoke)
+    argv = ["train", "--scale", "smoke", "--width", "N128", "--arch", "bmshj2018-hyperprior", "--lmbda", str(lam)]
+    assert zoo.main(argv + ["--stop-at", "50"]) == 0
+    assert "stopped at step 50 of 120" in capsys.readouterr().out
+    name = zoo.model_name("bmshj2018-hyperprior", lam)
+    stage = zoo.read_stages(wide)[name]
+    assert (stage["step"], stage["of_steps"], len(stage["stages"])) == (50, smoke.steps, 1)
+    assert name not in zoo.read_manifest(wide) and (zoo.zoo_dir(wide) / stage["file"]).is_file()
+    kept = zoo.load(zoo.zoo_dir(wide) / stage["file"], stage["sha256"])
+    assert kept.g_s[0].weight.shape[:2] == (48, 32)  # the wide family's widths
+    for f in zoo.states_dir(wide).glob("*.state.pt"):  # another machine: no training state
+        f.unlink()
+    assert zoo.main(argv) == 0
+    entry = zoo.read_manifest(wide)[name]
+    assert entry["steps"] == smoke.steps and [p["to_step"] for p in entry["stages"]] == [50]
+    assert any(lp["loop"] == "restart" and lp["from_step"] == 50 for lp in entry["precision"])
+    assert name not in zoo.read_stages(wide) and not (zoo.zoo_dir(wide) / stage["file"]).exists()
+    curve = zoo.learning_curve("bmshj2018-hyperprior", lam, wide)
+    assert curve.step.min() <= 50 and curve.step.max() == smoke.steps  # one curve over both parts
+
+
+def test_a_narrow_decoder_family_trains_from_scratch_in_its_own_folder(smoke, tmp_zoo):
+    """07_trained's scratch control: the zoo's recipe with g_s at a pruned decoder's width."""
+    from lic import liao, surgery
+
+    narrow = smoke.with_(decoder=8)
+    fresh = zoo.build_for("bmshj2018-hyperprior", narrow)
+    assert [surgery.shape_of(fresh.get_submodule(c))[1] for c, _, _ in liao.hidden_layers(fresh)] == [8, 8, 8]
+    assert fresh.g_a[0].weight.shape[0] == smoke.N and fresh.g_s[-1].weight.shape[0] == 8  # encoder untouched
+    lam = zoo.middle_lambda(smoke)
+    assert zoo.main(["train", "--scale", "smoke", "--decoder-width", "8", "--arch", "bmshj2018-hyperprior",
+                     "--lmbda", str(lam)]) == 0
+    assert zoo.zoo_dir(narrow).name == "smoke-gs8" and zoo.zoo_dir(narrow) != zoo.zoo_dir(smoke)
+    entry = zoo.read_manifest(narrow)[zoo.model_name("bmshj2018-hyperprior", lam)]
+    assert entry["decoder_width"] == 8 and entry["steps"] == smoke.steps
+    model = zoo.get("bmshj2018-hyperprior", lam, narrow, train_missing=False)
+    assert liao.decoder_macs(model, 64, 64) < liao.decoder_macs(zoo.build_for("bmshj2018-hyperprior", smoke), 64, 64)
+    with pytest.raises(ValueError, match=r"decoder width must be in \[1, 16\]"):
+        surgery.narrow_synthesis(zoo.build_for("bmshj2018-hyperprior", smoke), 17)
+
+
+def test_a_zoo_file_over_the_size_limit_is_stored_in_checked_parts(smoke, tmp_path, monkeypatch):
+    """No committed file over 7 MiB (an N=128/M=192 model is 9.7 MiB in fp16): the weights go to part
+    files, each vouched for by the main file's sha256 list."""
+    from lic import store
+
+    monkeypatch.setattr(store, "MAX_FILE_BYTES", 20_000)
+    torch.manual_seed(0)
+    model = zoo.build_for("bmshj2018-hyperprior", smoke)
+    path = tmp_path / "m.pt"
+    sha = zoo.save(model, path, "bmshj2018-hyperprior", smoke.widths("bmshj2018-hyperprior"), half=True)
+    files = store.model_files(path)
+    assert len(files) > 2 and all(f.stat().st_size < 40_000 for f in files)
+    loaded = zoo.load(path, sha)
+    assert all(torch.equal(v.half().float() if not zoo.is_entropy(k) else v, loaded.state_dict()[k])
+               for k, v in model.state_dict().items() if v.is_floating_point() and k.rsplit(".", 1)[-1] not in zoo.CODER_TABLES)
+    files[1].write_bytes(files[1].read_bytes()[:-10])
+    with pytest.raises(zoo.CheckpointError, match="corrupt or truncated"):
+        zoo.load(path, sha)

@@ -1,0 +1,118 @@
+"""How much training each chapter's verdicts rest on, beside what its paper says it spent.
+
+Ours is read from the committed manifests (steps, batch × crop, training time on the machines that
+trained them); the papers' from ``data/papers/budgets.csv`` (their text, quoted, or "not stated").
+The claims ledger prints both under each paper's table, so a verdict is read with its budget.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def patches(steps: int, schedule: dict) -> int:
+    """Training patches one model saw: batch × steps, the late large-crop phase at its own batch."""
+    batch, crop = schedule.get("batch") or 0, schedule.get("crop") or 0
+    late, frac = schedule.get("late_crop") or 0, schedule.get("late_frac") or 0.0
+    if not late:
+        return int(steps * batch)
+    late_steps = steps - int(steps * (1 - frac))
+    late_batch = max(1, round(batch * (crop / late) ** 2))
+    return int((steps - late_steps) * batch + late_steps * late_batch)
+
+
+def _hours(entries) -> float:
+    return sum(e.get("train_seconds") or 0 for e in entries) / 3600
+
+
+def _shape(schedule: dict) -> str:
+    if not schedule.get("batch"):
+        return "batch not recorded"
+    late = f", then {schedule['late_crop']}² for the last {schedule['late_frac']:.0%}" if schedule.get("late_crop") else ""
+    return f"batch {schedule['batch']} × {schedule['crop']}²{late}"
+
+
+def _steps_text(entries, what) -> str:
+    groups = {}
+    for e in entries:
+        key = (e["steps"], _shape(e.get("schedule") or {}))
+        groups.setdefault(key, []).append(e)
+    return "; ".join(f"{len(g)} {what if len(g) > 1 else what.rstrip('s')} × {steps:,} steps ({shape})"
+                     for (steps, shape), g in sorted(groups.items(), reverse=True))
+
+
+def ours(chapter: str, scale) -> dict:
+    """{"text", "steps" (the largest per model), "patches" (summed), "cpu_hours"} of ``chapter``'s
+    training at ``scale``, from its manifests; text "" where the chapter trains nothing of its own."""
+    from . import luo, store, zoo
+
+    if chapter == "00_baselines":
+        es = list(zoo.read_manifest(scale).values())
+        return {"text": _steps_text(es, "base models"), "steps": max((e["steps"] for e in es), default=0),
+                "patches": sum(patches(e["steps"], e.get("schedule") or {}) for e in es), "cpu_hours": _hours(es)}
+    if chapter == "01_liao":
+        res = _results(chapter, scale)
+        if not res:
+            return {"text": "", "steps": 0, "patches": 0, "cpu_hours": None}
+        n = sum(1 for r in res.get("rows", []) if r.get("criterion") != "unpruned")
+        return {"text": f"{n} pruned decoders × {res['finetune_steps']:,} fine-tuning steps (batch {scale.batch} × "
+                        f"{scale.crop}²), from the zoo's models (their own budget above); fine-tuning time is part of "
+                        "the chapter's run", "steps": res["finetune_steps"],
+                "patches": n * res["finetune_steps"] * scale.batch, "cpu_hours": None}
+    if chapter == "02_luo":
+        es = list(luo.trained_variants(scale).values())
+        if not es:
+            return {"text": "", "steps": 0, "patches": 0, "cpu_hours": None}
+        r = es[0]["recipe"]
+        cfg, _ = luo.stage_configs(scale, r["lambda"], r["steps"], r["finetune_steps"])
+        steps = [e["recipe"]["steps"] + e["recipe"]["finetune_steps"] for e in es]
+        return {"text": f"{len(es)} hyper paths × up to {r['steps']:,} ResRep + {r['finetune_steps']:,} fine-tuning steps "
+                        f"(batch {cfg.batch} × {cfg.crop}², the hyper path alone), from the zoo's models",
+                "steps": max(steps), "patches": sum(steps) * cfg.batch, "cpu_hours": _hours(es)}
+    m = store.read_manifest(chapter, scale)
+    if chapter == "03_yin":
+        es = [e for e in m.values() if e.get("steps")]
+        return {"text": _steps_text(es, "variable-rate models") + ", each from the zoo's middle-λ model",
+                "steps": max((e["steps"] for e in es), default=0),
+                "patches": sum(patches(e["steps"], e.get("schedule") or {}) for e in es), "cpu_hours": _hours(es)}
+    if chapter == "04_yu":
+        parts = [f"{name}: " + " + ".join(f"{v:,} {k}" for k, v in e["steps"].items()) + " steps"
+                 for name, e in sorted(m.items()) if isinstance(e.get("steps"), dict)]
+        return {"text": "; ".join(parts) + " (trained here from scratch; pruning and int8 then without retraining, "
+                        "as the paper, and with a fine-tune as our addition)",
+                "steps": max((sum(e["steps"].values()) for e in m.values() if isinstance(e.get("steps"), dict)), default=0),
+                "patches": None, "cpu_hours": _hours(m.values())}
+    if chapter == "05_tao":
+        nets = [e for k, e in m.items() if k.startswith("supernet") and e.get("steps")]
+        agents = [e for k, e in m.items() if k.startswith("agent")]
+        text = _steps_text(nets, "supernets") + f", each from the zoo's model; {len(agents)} routing agents"
+        return {"text": text, "steps": max((e["steps"] for e in nets), default=0),
+                "patches": sum(patches(e["steps"], e.get("schedule") or {}) for e in nets), "cpu_hours": _hours(nets + agents)}
+    return {"text": "", "steps": 0, "patches": 0, "cpu_hours": None}
+
+
+def _results(chapter, scale):
+    p = PROJECT / "data" / "results" / chapter / f"{scale.name}.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def paper(chapter: str, papers=None) -> str:
+    """What the paper says it spent (``data/papers/budgets.csv``), with where it says so."""
+    import pandas as pd
+
+    t = pd.read_csv(Path(papers or PROJECT / "data" / "papers") / "budgets.csv")
+    row = t[t.chapter == chapter]
+    return "" if row.empty else f"{row.budget.iloc[0]} [{row.source.iloc[0]}]"
+
+
+def line(chapter: str, scale, papers=None) -> str:
+    """The ledger's budget line of one chapter (empty for chapters that train nothing)."""
+    o, p = ours(chapter, scale), paper(chapter, papers)
+    if not o["text"] and not p:
+        return ""
+    hours = f"; {o['cpu_hours']:.1f} CPU-hours (2 threads)" if o.get("cpu_hours") else ""
+    seen = f"; {o['patches']:,} training patches" if o.get("patches") else ""
+    return (f"**Budget.** Ours at `{scale.name}`: {o['text'] or 'nothing trained'}{seen}{hours}."
+            + (f" The paper: {p}." if p else ""))

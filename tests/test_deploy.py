@@ -1,0 +1,107 @@
+"""The deployment runtime keeps CompressAI's contract and the bitstream; the decode-time anatomy
+accounts for the whole decode; the Amdahl bound is the arithmetic it says it is."""
+import pytest
+import torch
+
+from lic import anatomy, data, deploy, zoo
+from lic.data import pad_to, to_tensor
+from lic.evaluate import evaluate, psnr
+
+pytest.importorskip("openvino")
+
+
+def _model(arch, smoke, seed=0):
+    torch.manual_seed(seed)
+    m = zoo.build_for(arch, smoke).eval()
+    m.update(force=True)
+    return m
+
+
+@pytest.fixture(scope="module")
+def images():
+    return data.test_images(zoo.get_scale("smoke"))
+
+
+@pytest.mark.parametrize("arch", ["bmshj2018-hyperprior", "mbt2018-mean"])
+def test_a_deployed_model_codes_like_eager_and_bitstreams_cross_runtimes(arch, smoke, images):
+    eager = _model(arch, smoke)
+    fast = deploy.deploy(eager, "openvino")
+    fast.update(force=True)
+    assert fast.deployment["parts"] == ["g_a", "h_a", "g_s"] and fast.deployment["eager_parts"] == ["h_s"]
+    assert isinstance(fast.g_s, deploy.OpenVINOModule) and not isinstance(eager.g_s, deploy.OpenVINOModule)
+    # the one evaluation path: every image decodes to what forward() gives (it raises otherwise)
+    a, b = (evaluate(m, images, progress=False)["mean"] for m in (eager, fast))
+    assert abs(a["psnr"] - b["psnr"]) < 1e-3 and abs(a["bpp"] / b["bpp"] - 1) < 1e-3
+    for _, img in images:
+        x = pad_to(to_tensor(img), 64, 64)[0]
+        for enc_by, dec_by in ((eager, fast), (fast, eager)):  # any encoder, any decoder
+            enc = enc_by.compress(x)
+            ref = enc_by.decompress(enc["strings"], enc["shape"])["x_hat"]
+            out = dec_by.decompress(enc["strings"], enc["shape"])["x_hat"]
+            assert psnr(out, ref) > 60  # float rounding of g_s only: the latents decoded identically
+
+
+def test_an_autoregressive_model_deploys_its_transforms_and_keeps_its_loop(smoke, images):
+    fast = deploy.deploy(_model("mbt2018", smoke), "openvino")
+    fast.update(force=True)
+    assert evaluate(fast, images[:1], progress=False)["mean"]["psnr"] > 0
+    rows = anatomy.anatomy({"ar": fast}, images[:1], repeats=1, progress=False)
+    assert "autoregressive loop" in anatomy.shares(rows, "ar")
+
+
+def test_bad_runtimes_and_parts_are_refused_in_one_line(smoke):
+    m = _model("bmshj2018-hyperprior", smoke)
+    with pytest.raises(deploy.DeployError, match="unknown runtime 'tensorrt'; valid: eager, openvino, auto"):
+        deploy.deploy(m, "tensorrt")
+    with pytest.raises(deploy.DeployError, match="unknown part 'g_z'"):
+        deploy.deploy(m, "openvino", parts=("g_z",))
+    assert deploy.deploy(m, "eager").deployment["parts"] == []
+
+
+def test_a_part_that_does_not_export_is_named_and_falls_back_only_when_asked(smoke, monkeypatch):
+    m = _model("bmshj2018-hyperprior", smoke)
+
+    def refuse(self, module, example, threads=None, precision="f32", calibration=None):
+        raise RuntimeError("unsupported operation aten::foo")
+    monkeypatch.setattr(deploy.OpenVINOModule, "__init__", refuse)
+    with pytest.raises(deploy.DeployError, match="g_a of ScaleHyperprior does not export to openvino: "
+                                                 "RuntimeError: unsupported operation aten::foo"):
+        deploy.deploy(m, "openvino")
+    kept = deploy.deploy(m, "openvino", fallback=True)
+    assert kept.deployment["failed"] == ["g_a", "h_a", "g_s"] and "eager for g_a" in deploy.describe(kept)
+
+
+def test_runtime_choice_is_measured_once_and_can_be_forced(smoke, tmp_path, monkeypatch):
+    monkeypatch.setenv("LIC_RUNS", str(tmp_path))
+    monkeypatch.delenv("LIC_RUNTIME", raising=False)
+    m = _model("bmshj2018-hyperprior", smoke)
+    calls = []
+    monkeypatch.setattr(deploy, "synthesis_seconds", lambda model, runtimes: calls.append(runtimes) or
+                        {"eager": 2.0, "openvino": 1.0})
+    assert deploy.choose(m) == "openvino" and deploy.choose(m) == "openvino" and len(calls) == 1
+    monkeypatch.setenv("LIC_RUNTIME", "eager")
+    assert deploy.choose(m) == "eager"
+    monkeypatch.setenv("LIC_RUNTIME", "onnx")
+    with pytest.raises(deploy.DeployError, match="unknown runtime 'onnx'"):
+        deploy.choose(m)
+
+
+def test_anatomy_accounts_for_the_whole_decode_and_leaves_the_model_as_it_was(smoke, images):
+    m = _model("bmshj2018-hyperprior", smoke)
+    rows = anatomy.anatomy({"zoo": m}, images, repeats=2, progress=False)
+    for phase in ("encode", "decode"):
+        parts = [r for r in rows if r["model"] == "zoo" and r["phase"] == phase]
+        total = next(r["ms"] for r in parts if r["stage"] == "total")
+        stages = {r["stage"]: r["ms"] for r in parts if r["stage"] != "total"}
+        assert sum(stages.values()) == pytest.approx(total, rel=0.1)  # medians of parts vs of totals
+    assert set(anatomy.shares(rows, "zoo")) == {"z decode", "h_s", "index table", "y decode", "g_s", "other"}
+    assert "forward" not in vars(m.g_s) and "compress" not in vars(m.entropy_bottleneck)
+
+
+def test_amdahl_bound_scales_only_the_transform_stages():
+    rows = [{"model": "zoo", "phase": "decode", "stage": s, "ms": ms}
+            for s, ms in (("g_s", 80.0), ("h_s", 5.0), ("y decode", 15.0), ("total", 100.0))]
+    ref = {"g_a": 10, "h_a": 1, "h_s": 1, "g_s": 10}
+    assert anatomy.amdahl_bound(rows, "zoo", ref, {**ref, "g_s": 5}) == pytest.approx(100 / 60)
+    assert anatomy.amdahl_bound(rows, "zoo", ref, {**ref, "h_s": 0}) == pytest.approx(100 / 95)  # ERHP's ceiling
+    assert anatomy.amdahl_bound(rows, "zoo", ref, ref) == pytest.approx(1.0)
