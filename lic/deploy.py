@@ -13,6 +13,11 @@ decode time: :func:`lic.evaluate.anatomy`) and lets a bitstream made by any runt
 any other. ``parts=`` changes the choice. The entropy models, context models and autoregressive
 loops are never exported: they are CompressAI's code either way.
 
+Known hazard: after OpenVINO has run in a process, a SIGCONT arriving while torch trains in that
+process (a paused job continued: :class:`lic.train._Stopped`) crashed it with a segmentation fault
+(torch 2.14.1, OpenVINO 2026.4.1; blocking SIGCONT around OpenVINO's calls did not help). Deploy and
+train in separate processes; the tests run OpenVINO last (``tests/conftest.py``).
+
 Runtimes (:data:`RUNTIMES`): ``eager`` (nothing changes) and ``openvino`` (f32, precision hint
 explicit, as many threads as torch). :func:`choose` picks per machine by measurement and caches
 the choice (``runs/deploy.json``), like the training precision; ``LIC_RUNTIME`` overrides it.
