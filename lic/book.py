@@ -498,7 +498,8 @@ def plan(name: str, scale: str, parameters=None) -> list:
 def _recipe_cell(st) -> str:
     if st is None:
         return ""
-    params = ", ".join(f"`{k}={v}`" for k, v in st["parameters"].items() if k != "scale") or "defaults"
+    # plain text with spaces after commas, so a long value wraps inside the column
+    params = "; ".join(f"{k} = {str(v).replace(',', ', ')}" for k, v in st["parameters"].items() if k != "scale") or "defaults"
     if st["up_to_date"]:
         how = st["recipe"]["how"]
         return f"{params}; up to date" + (f" (stamped {st['recipe']['when'][:10]})" if how == "stamped" else "")
