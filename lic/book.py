@@ -252,8 +252,12 @@ def training_seconds(scale: str) -> dict:
 
     S = get_scale(scale)
     out = {"the zoo (base models)": sum(e.get("train_seconds", 0) for e in zoo.read_manifest(S).values())}
+    from .luo import CHAPTER as LUO, trained_variants
+
     for chapter in chapters():
         m = store.read_manifest(chapter, S)
+        if chapter == LUO:  # 02 keeps its trained hyper paths in a manifest of their own
+            m = {**m, **trained_variants(S)}
         total = sum(e.get("train_seconds", 0) for e in m.values() if isinstance(e, dict))
         if total:
             out[f"{chapter} models"] = total
@@ -406,7 +410,20 @@ def plan(name: str, scale: str, parameters=None) -> list:
     archs = getattr(p, "archs", None) or []
     lams = getattr(p, "lambdas", None) or list(S.lambdas)
     if S.pretrained:
-        lines.append("  base models: CompressAI's pretrained weights (network, first use)")
+        if not archs:  # 05 starts from one architecture; 06 rebuilds every chapter's points
+            from . import tao
+
+            archs = [tao.ARCH] if name == "05_tao" else sorted(
+                {a for ch in chapters() if ch < name for a in (getattr(lic_params.check(ch, {"scale": scale}), "archs", None)
+                                                               or [])} | {tao.ARCH}) if name == "06_synthesis" else []
+            lams = list(S.slim_lambdas) if name == "05_tao" else lams
+        files = [(zoo.model_name(a, lam), *zoo.pretrained_file(a, lam)) for a in archs for lam in lams
+                 if lam in zoo.PAPER_QUALITY]
+        missing = [f for f in files if not f[2].exists()]
+        lines.append(f"  base models: CompressAI's pretrained weights, {len(files) - len(missing)} of {len(files)} "
+                     f"in torch.hub's cache ({files[0][2].parent})" if files else
+                     "  base models: CompressAI's pretrained weights (network, first use)")
+        lines += [f"    {name}: {'present' if path.exists() else 'MISSING, fetch ' + url}" for name, url, path in files]
     elif archs:
         manifest = zoo.read_manifest(S)
         have = [zoo.model_name(a, lam) for a in archs for lam in lams if zoo.model_name(a, lam) in manifest]

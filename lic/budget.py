@@ -73,7 +73,7 @@ def ours(chapter: str, scale) -> dict:
                 "steps": max(steps), "patches": sum(steps) * cfg.batch, "cpu_hours": _hours(es)}
     m = store.read_manifest(chapter, scale)
     if chapter == "03_yin":
-        es = [e for e in m.values() if e.get("steps")]
+        es = [e for e in m.values() if e.get("steps") and not e.get("continued_from")]  # budget curves: apart
         return {"text": _steps_text(es, "variable-rate models") + ", each from the zoo's middle-λ model",
                 "steps": max((e["steps"] for e in es), default=0),
                 "patches": sum(patches(e["steps"], e.get("schedule") or {}) for e in es), "cpu_hours": _hours(es)}
@@ -85,7 +85,7 @@ def ours(chapter: str, scale) -> dict:
                 "steps": max((sum(e["steps"].values()) for e in m.values() if isinstance(e.get("steps"), dict)), default=0),
                 "patches": None, "cpu_hours": _hours(m.values())}
     if chapter == "05_tao":
-        nets = [e for k, e in m.items() if k.startswith("supernet") and e.get("steps")]
+        nets = [e for k, e in m.items() if k.startswith("supernet") and e.get("steps") and not e.get("continued_from")]
         agents = [e for k, e in m.items() if k.startswith("agent")]
         text = _steps_text(nets, "supernets") + f", each from the zoo's model; {len(agents)} routing agents"
         return {"text": text, "steps": max((e["steps"] for e in nets), default=0),
@@ -116,3 +116,93 @@ def line(chapter: str, scale, papers=None) -> str:
     seen = f"; {o['patches']:,} training patches" if o.get("patches") else ""
     return (f"**Budget.** Ours at `{scale.name}`: {o['text'] or 'nothing trained'}{seen}{hours}."
             + (f" The paper: {p}." if p else ""))
+
+
+# ---------------------------------------------------------------------------------------------
+# convergence: does a chapter's training still improve where it stopped?
+
+
+def rd_cost(curve, lmbda: float):
+    """R + λD on the validation images, per row of a learning curve (CompressAI's loss: estimated
+    bpp + λ·255²·MSE, MSE from the PSNR of [0, 1] images): the mean over every λ or capacity the
+    curve logs (``val_psnr@0.013``, ``val_psnr@C5``; a suffix that is no number takes ``lmbda``).
+    None when the curve logs no validation columns (curves written before they were added)."""
+    pairs = [(c, "val_bpp_est" + c[len("val_psnr"):]) for c in curve.columns if c.startswith("val_psnr")]
+    pairs = [(p, b) for p, b in pairs if b in curve.columns]
+    if not pairs:
+        return None
+    costs = []
+    for p, b in pairs:
+        suffix = p[len("val_psnr"):].lstrip("@")
+        try:
+            lam = float(suffix)
+        except ValueError:
+            lam = lmbda
+        costs.append(curve[b] + lam * 255 ** 2 * 10 ** (-curve[p] / 10))
+    return sum(costs) / len(costs)
+
+
+def method_curves(chapter: str, scale) -> list:
+    """[(model name, learning-curve file, λ)] of the models a chapter's verdicts rest on: the zoo's
+    base models (00), Yin's variable-rate models (03), Tao's supernets (05). 01, 02 and 04 keep no
+    learning curves of their fine-tunes or codecs."""
+    from . import store, zoo
+
+    if chapter == "00_baselines":
+        d, m = zoo.zoo_dir(scale), zoo.read_manifest(scale)
+        return [(k, d / e["curve"], e["lambda"]) for k, e in sorted(m.items()) if e.get("curve")]
+    if chapter in ("03_yin", "05_tao"):
+        d, m = store.models_dir(chapter, scale), store.read_manifest(chapter, scale)
+        return [(k, d / e["curve"], e.get("lambda", e.get("lmbda"))) for k, e in sorted(m.items())
+                if e.get("curve") and (d / e["curve"]).exists()]
+    return []
+
+
+def convergence(chapter: str, scale) -> list:
+    """Per model of :func:`method_curves`: whether its validation R + λD still falls over the last
+    fifth of its run (:func:`lic.claims.still_improving`), or why that cannot be told."""
+    import pandas as pd
+
+    from .claims import still_improving
+
+    out = []
+    for name, path, lam in method_curves(chapter, scale):
+        curve = pd.read_csv(path)
+        cost = rd_cost(curve, lam or 0.0)
+        if cost is None:
+            out.append({"model": name, "improving": None, "why": "their curves were logged on the test images only, before validation evaluation was added"})
+            continue
+        r = still_improving(curve["step"], cost, higher_is_better=False, first_step=0)
+        why = (f"R + λD {'still falls' if r['improving'] else 'flat'} over the last fifth: "
+               f"{-r['gain']:+.4f} ± {r['se']:.4f}" if r["improving"] is not None
+               else f"{r['points']} validation points in the last fifth of the run (3 needed)")
+        out.append({"model": name, "improving": r["improving"], "why": why, "steps": int(curve["step"].max())})
+    return out
+
+
+def improving(chapter: str, scale) -> bool | None:
+    """True when any of a chapter's method curves still improves; False when every one was told
+    flat; None when none could be told."""
+    told = [c["improving"] for c in convergence(chapter, scale) if c["improving"] is not None]
+    return any(told) if told else None
+
+
+def convergence_line(chapter: str, scale) -> str:
+    """The ledger's convergence sentence of one chapter ("" where it keeps no learning curves)."""
+    rows = convergence(chapter, scale)
+    if not rows:
+        return ""
+    still = [r["model"] for r in rows if r["improving"]]
+    flat = [r["model"] for r in rows if r["improving"] is False]
+    unknown = [r for r in rows if r["improving"] is None]
+    parts = []
+    if still:
+        parts.append(f"still improving at the end of its run: {', '.join(still)} — this chapter's \"not reproduced\" "
+                     "verdicts hold at this budget only")
+    if flat:
+        parts.append(f"converged (flat within noise): {', '.join(flat)}")
+    if unknown:
+        reasons = sorted({r["why"] for r in unknown})
+        parts.append(f"not told for {len(unknown)} of {len(rows)} models: {'; '.join(reasons)}")
+    return ("**Convergence** (validation R + λD over the last fifth of each run, never the test images): "
+            + "; ".join(parts) + ".")

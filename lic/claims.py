@@ -21,7 +21,8 @@ from pathlib import Path
 # cross-method questions), each counted apart from the papers' claims: {chapter: summary sentence}
 OWN = {"00_baselines": "This book's own bars for its base models: {met} of {n} met.",
        "06_synthesis": "The study's cross-method questions (06_synthesis): {met} of {n} hold at this scale."}
-VERDICTS = ("reproduced", "partly reproduced", "not reproduced", "not testable here")
+STILL_IMPROVING = "not reproduced at this budget (still improving)"
+VERDICTS = ("reproduced", "partly reproduced", "not reproduced", STILL_IMPROVING, "not testable here")
 FIELDS = ("id", "claim", "paper", "ours", "verdict", "rule", "section")
 PAPERS = Path(__file__).resolve().parents[1] / "data" / "papers"
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
@@ -78,8 +79,9 @@ def table(claims):
 def summary(claims) -> str:
     """One line: "k of n claims reproduced, … partly, … not, … not testable here"."""
     n = count(claims)
+    still = f" ({n[STILL_IMPROVING]} more at this budget, still improving)" if n[STILL_IMPROVING] else ""
     return (f"{n['reproduced']} of {len(claims)} claims reproduced, {n['partly reproduced']} partly, "
-            f"{n['not reproduced']} not, {n['not testable here']} not testable here")
+            f"{n['not reproduced']} not{still}, {n['not testable here']} not testable here")
 
 
 def count(claims) -> dict:
@@ -88,7 +90,7 @@ def count(claims) -> dict:
 
 
 COLOURS = {"reproduced": "#1a7f37", "partly reproduced": "#9a6700", "not reproduced": "#cf222e",
-           "not testable here": "#57606a", "not yet reproduced": "#57606a"}
+           STILL_IMPROVING: "#bc4c00", "not testable here": "#57606a", "not yet reproduced": "#57606a"}
 
 
 def _cell(text) -> str:
@@ -143,6 +145,7 @@ def ledger(scale: str, results_root=None, papers=PAPERS) -> str:
         out += [f"## {title}{link}", ""]
         if res is not None and res.get("claims"):
             check(res["claims"], papers)
+            res["claims"] = qualify(res["claims"], chapter, scale)
             if res.get("claims_from"):
                 out += [f"Claims computed from {res['claims_from']}.", ""]
             out += ["| claim | paper | ours | verdict | rule |", "|---|---|---|---|---|"]
@@ -170,9 +173,13 @@ def ledger(scale: str, results_root=None, papers=PAPERS) -> str:
         budget_line = _budget(chapter, scale, papers)
         if budget_line:
             out += [budget_line, ""]
+        converged = _convergence(chapter, scale)
+        if converged:
+            out += [converged, ""]
     n = {v: counted.count(v) for v in VERDICTS}
+    still = f" ({n[STILL_IMPROVING]} more at this budget only: still improving)" if n[STILL_IMPROVING] else ""
     summary = (f"**{n['reproduced']} of {len(counted)} claims under the contract reproduced** at `{scale}` "
-               f"scale, {n['partly reproduced']} partly, {n['not reproduced']} not, "
+               f"scale, {n['partly reproduced']} partly, {n['not reproduced']} not{still}, "
                f"{n['not testable here']} not testable here"
                + (f" ({'; '.join(untestable)})" if untestable else "")
                + (f"; chapters run before the contract, their verdicts shown as recorded: {', '.join(before)}" if before else "")
@@ -181,6 +188,27 @@ def ledger(scale: str, results_root=None, papers=PAPERS) -> str:
     out.insert(4, summary)
     out.insert(5, "")
     return "\n".join(out) + "\n"
+
+
+def _convergence(chapter: str, scale: str) -> str:
+    from .budget import convergence_line
+    from .scales import get_scale
+
+    return convergence_line(chapter, get_scale(scale))
+
+
+def qualify(claims, chapter: str, scale: str) -> list:
+    """The chapter's claims with every "not reproduced" qualified (:func:`qualified`) when one of
+    the learning curves its verdicts rest on still improves at the end of its run
+    (:func:`lic.budget.improving`, on the validation images); the rule says so."""
+    from .budget import improving
+    from .scales import get_scale
+
+    if not any(c["verdict"] == "not reproduced" for c in claims) or not improving(chapter, get_scale(scale)):
+        return list(claims)
+    return [{**c, "verdict": STILL_IMPROVING, "rule": c["rule"] + "; the method's validation curve still improves "
+             "at the end of our run, so this holds at our budget only"} if c["verdict"] == "not reproduced" else c
+            for c in claims]
 
 
 def _budget(chapter: str, scale: str, papers) -> str:
@@ -206,14 +234,16 @@ def at_least_rule(paper: float, tol: float = 0.1) -> str:
     return AT_LEAST_RULE.format(tol=tol, paper=paper, half=1 + (paper - 1) / 2)
 
 
-def still_improving(steps, values, higher_is_better=True, tail=0.2, k=2.0) -> dict:
+def still_improving(steps, values, higher_is_better=True, tail=0.2, k=2.0, first_step=None) -> dict:
     """Whether a learning curve still improves over its last ``tail`` (a fifth) beyond its noise.
 
     A least-squares line through the points of the last fifth of the steps (at least three); the
     gain it predicts over that stretch must exceed ``k`` times the standard error of that predicted
     gain (from the residuals' spread), in the better direction. Decided on validation curves,
-    never test ones. Returns {"improving", "gain", "se", "points"}; fewer than three points in the
-    tail cannot decide (``improving`` None)."""
+    never test ones. ``first_step``: where the run began when only its later points carry the
+    value (a curve continued after validation evaluation was added); the last fifth is of the
+    whole run. Returns {"improving", "gain", "se", "points"}; fewer than three points in the tail
+    cannot decide (``improving`` None)."""
     import numpy as np
 
     s, v = np.asarray(steps, float), np.asarray(values, float)
@@ -221,7 +251,8 @@ def still_improving(steps, values, higher_is_better=True, tail=0.2, k=2.0) -> di
     s, v = s[keep], v[keep]
     if len(s) < 3:
         return {"improving": None, "gain": float("nan"), "se": float("nan"), "points": int(len(s))}
-    start = s.max() - tail * (s.max() - s.min())
+    first = s.min() if first_step is None else min(float(first_step), s.min())
+    start = s.max() - tail * (s.max() - first)
     m = s >= start
     s, v = s[m], v[m]
     if len(s) < 3:
@@ -239,4 +270,4 @@ def still_improving(steps, values, higher_is_better=True, tail=0.2, k=2.0) -> di
 def qualified(verdict: str, improving) -> str:
     """A "not reproduced" verdict of a method whose validation curve still improves becomes
     "not reproduced at this budget (still improving)"; other verdicts are unchanged."""
-    return "not reproduced at this budget (still improving)" if verdict == "not reproduced" and improving else verdict
+    return STILL_IMPROVING if verdict == "not reproduced" and improving else verdict

@@ -30,7 +30,6 @@ the chapter shows what that removal costs before fine-tuning.
 from __future__ import annotations
 
 import copy
-import json
 import random
 from pathlib import Path
 
@@ -485,8 +484,9 @@ def trained_dir(scale) -> Path:
 
 def trained_variants(scale) -> dict:
     """The manifest of the kept variants: {name: file, sha256, bytes, recipe, training seconds, ...}."""
-    p = trained_dir(scale) / "manifest.json"
-    return json.loads(p.read_text()) if p.exists() else {}
+    from .store import read_json
+
+    return read_json(trained_dir(scale) / "manifest.json")
 
 
 def kept_variant(base, name: str, recipe: dict, scale):

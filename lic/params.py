@@ -199,7 +199,7 @@ def _yin_variants():
 
 
 def _point_chapters():
-    from .synthesis import CHAPTERS
+    from .points import CHAPTERS  # not lic.synthesis: a chapter's recipe would then hold all of it
     return CHAPTERS
 
 

@@ -72,11 +72,28 @@ def uses_channels_last(model) -> bool:
     return not any("Cheng2020" in type(m).__name__ for m in model.modules())
 
 
+def device_type(model=None) -> str:
+    """"cuda" when ``model`` (else the device :mod:`lic.distributed` trains on) is on a GPU, else "cpu"."""
+    if model is not None:
+        p = next(model.parameters(), None)
+        return p.device.type if p is not None else "cpu"
+    from .distributed import device
+
+    return device().type
+
+
+def bf16_supported(dev: str) -> bool:
+    """bf16 autocast is a candidate on every CPU (timed there: emulated on AVX2 it loses) and on
+    GPUs that support it (Ampere and newer)."""
+    return dev != "cuda" or torch.cuda.is_bf16_supported()
+
+
 def candidates(model, channels_last=True) -> list:
-    """The loops worth timing for ``model``, fp32 first."""
+    """The loops worth timing for ``model`` on its device, fp32 first."""
+    bf16 = bf16_supported(device_type(model))
     if channels_last and uses_channels_last(model):
-        return [Loop("fp32", False), Loop("fp32", True), Loop("bf16", True)]
-    return [Loop("fp32", False), Loop("bf16", False)]
+        return [Loop("fp32", False), Loop("fp32", True)] + ([Loop("bf16", True)] if bf16 else [])
+    return [Loop("fp32", False)] + ([Loop("bf16", False)] if bf16 else [])
 
 
 def cpu_model() -> str:
@@ -94,6 +111,13 @@ def cpu_model() -> str:
     return f"{name}, {torch.backends.cpu.get_cpu_capability()}"
 
 
+def device_name(model=None) -> str:
+    """What a training loop ran on: the GPU's name on CUDA, else :func:`cpu_model`."""
+    if device_type(model) == "cuda":
+        return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
+    return cpu_model()
+
+
 def cache_path() -> Path:
     return Path(os.environ.get("LIC_RUNS", PROJECT / "runs")) / "precision.json"
 
@@ -104,7 +128,7 @@ def cache_key(model, batch: int, crop: int, trained=None) -> str:
     h = hashlib.sha256()
     for n, p in model.named_parameters():
         h.update(f"{n}:{tuple(p.shape)}:{p.requires_grad if trained is None else id(p) in trained};".encode())
-    return (f"{cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads | "
+    return (f"{device_name(model)} | torch {torch.__version__} | {torch.get_num_threads()} threads | "
             f"{type(model).__name__} {h.hexdigest()[:12]} | {batch}x{crop}")
 
 
@@ -156,13 +180,14 @@ def choose(model, batch: int, crop: int, steps: int, measure, precision=None, ch
 def describe(loop: Loop, times: dict, how: str) -> str:
     """One line for the log: the loop and why."""
     shown = ", ".join(f"{k} {v:.3f}" for k, v in times.items())
-    return f"training loop {loop.name} ({how}{': s/step ' + shown if shown else ''}) on {cpu_model()}"
+    return f"training loop {loop.name} ({how}{': s/step ' + shown if shown else ''}) on {device_name()}"
 
 
 def _fp32_forward(fn):
     def forward(*args, **kwargs):
         cast = lambda a: a.float() if torch.is_tensor(a) and a.is_floating_point() else a  # noqa: E731
-        with torch.autocast("cpu", enabled=False):
+        dev = next((a.device.type for a in args if torch.is_tensor(a)), "cpu")
+        with torch.autocast(dev, enabled=False):
             return fn(*map(cast, args), **{k: cast(v) for k, v in kwargs.items()})
     return forward
 
@@ -187,5 +212,6 @@ def running(model, loop: Loop):
             model.to(memory_format=torch.contiguous_format)
 
 
-def autocast(loop: Loop):
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=loop.precision == "bf16")
+def autocast(loop: Loop, device: str = "cpu"):
+    """bf16 autocast of the forward pass and loss on ``device`` ("cpu" or "cuda") when ``loop`` asks for it."""
+    return torch.autocast(device, dtype=torch.bfloat16, enabled=loop.precision == "bf16")

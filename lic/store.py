@@ -28,9 +28,18 @@ def models_dir(chapter: str, scale) -> Path:
     return PROJECT / "runs" / scale.name / chapter / "models"
 
 
+def read_json(path) -> dict:
+    """The JSON object at ``path`` ({} when there is none). Under torchrun every rank gets rank 0's
+    reading: a rank that read the file just after rank 0 rewrote it would otherwise take another
+    branch, and the ranks' collectives (barriers) would no longer match."""
+    from . import distributed as D
+
+    path = Path(path)
+    return D.broadcast(json.loads(path.read_text()) if path.exists() else {})
+
+
 def read_manifest(chapter: str, scale) -> dict:
-    p = models_dir(chapter, scale) / "manifest.json"
-    return json.loads(p.read_text()) if p.exists() else {}
+    return read_json(models_dir(chapter, scale) / "manifest.json")
 
 
 def write_json(path, obj: dict) -> None:

@@ -36,7 +36,7 @@ from .evaluate import (MIN_SIZE, PAD, bd, evaluate, fingerprintable, interleaved
 from .precision import cpu_model
 from .weights import fingerprint
 
-CHAPTERS = ("00_baselines", "01_liao", "02_luo", "03_yin", "04_yu", "05_tao")
+CHAPTERS = points.CHAPTERS
 ZOO = "zoo"           # the method name of the base models (00_baselines' points)
 RATE_BUDGET = 2.0     # % Δrate a practitioner might pay for speed: the "what to use" cut
 
@@ -78,14 +78,16 @@ def path_macs(model, x, scale: float = 1.0) -> dict:
 
 
 def measure(entries: list, images, scale, root=None, timed=3, repeats=None, progress=True, cache_dir=None,
-            timing_dir=None) -> list:
+            timing_dir=None, runtimes=("eager",)) -> list:
     """One row per point (see the module's docstring), timed in one interleaved run per architecture
     (:func:`timed_per_arch`). With ``cache_dir`` (``runs/<scale>/measured``), quality and rate come
     from what a chapter already measured for the same weights where the weights define the model,
     else from this chapter's own earlier measurement of the same point
     (:func:`lic.evaluate.quality_cached`): a rerun after a kill, or a point its chapter measured,
     costs only its timing. With ``timing_dir``, each architecture's finished timing run is kept
-    there, and a rerun times only the architectures not yet done."""
+    there, and a rerun times only the architectures not yet done. ``runtimes`` beyond ``eager``
+    (:mod:`lic.deploy`) time every point again, deployed, in the same interleaved run
+    (``decode_ms@openvino``, ...; :func:`deployed`)."""
     models, rows = {}, []
     x = pad_to(mac_picture(images, scale.mac_size, scale.mac_size), PAD, MIN_SIZE)[0]
     per_area = MAC_AREA / (x.shape[-2] * x.shape[-1])
@@ -99,13 +101,52 @@ def measure(entries: list, images, scale, root=None, timed=3, repeats=None, prog
                        "bpp": r["bpp"], **path_macs(ref, x, per_area),
                        "params": parameter_count(ref), "bytes_fp16": serialized_bytes(m, half=True)})
         models[e["name"]] = m
-    t = timed_per_arch(models, {r["name"]: r["arch"] for r in rows}, images[:timed],
+    archs = {r["name"]: r["arch"] for r in rows}
+    extra, checks = {}, {}
+    for rt in runtimes:
+        if rt != "eager":
+            got, checks[rt] = deployed(models, rt, images[:timed])
+            extra.update(got)
+            archs.update({n: archs[n.split(AT)[0]] for n in got})
+    t = timed_per_arch({**models, **extra}, archs, images[:timed],
                        repeats=repeats or scale.timing_repeats, cache_dir=timing_dir, progress=progress)
     for row in rows:
         row.update({k: t[row["name"]][k] for k in ("encode_ms", "decode_ms", "encode_spread_pct", "decode_spread_pct",
                                                    "timed_at")})
+        for rt, check in checks.items():
+            n = row["name"] + AT + rt
+            row.update({f"{k}{AT}{rt}": t[n][k] if n in t else float("nan")
+                        for k in ("encode_ms", "decode_ms", "decode_spread_pct")})
+            row[f"deploy{AT}{rt}"] = check[row["name"]]
         row["macs"] = row["encode_macs"] + row["decode_macs"]
     return compare(rows)
+
+
+AT = "@"  # a point deployed in a runtime: "<name>@openvino", its columns "decode_ms@openvino", ...
+
+
+def deployed(models: dict, runtime: str, images) -> tuple:
+    """({name@runtime: the model deployed}, {name: what happened}) for every model that deploys
+    (:func:`lic.deploy.deploy`): "ok" with the largest PSNR and bpp differences from the eager
+    model on ``images`` (real bitstreams; f32 runtimes reorder sums, so a latent may round the other
+    way), or why it does not deploy (an int8 torch model, a part that does not export)."""
+    from .deploy import DeployError, deploy
+
+    out, check = {}, {}
+    for name, m in models.items():
+        try:
+            d = deploy(m, runtime)
+        except Exception as err:  # noqa: BLE001 — any converter's failure: recorded, the point stays eager
+            err = err if isinstance(err, DeployError) else DeployError(f"{type(err).__name__}: {err}")
+            check[name] = f"not deployed: {str(err).splitlines()[0][:120]}"
+            continue
+        a = evaluate(m, images, real=True, timed=0, progress=False)["images"]
+        b = evaluate(d, images, real=True, timed=0, progress=False)["images"]
+        dpsnr = max(abs(x["psnr"] - y["psnr"]) for x, y in zip(a, b))
+        dbpp = max(abs(x["bpp"] / y["bpp"] - 1) for x, y in zip(a, b))
+        check[name] = f"ok: PSNR within {dpsnr:.3f} dB, bpp within {100 * dbpp:.2f} % of eager"
+        out[name + AT + runtime] = d
+    return out, check
 
 
 def _identity(model):
@@ -249,6 +290,8 @@ def compare(rows: list) -> list:
         ref = zoo.get((r["arch"], r["lambda"]))
         for k in ("decode", "encode"):
             r[f"{k}_speedup"] = ref[f"{k}_ms"] / r[f"{k}_ms"] if ref else float("nan")
+            for col in [c for c in r if c.startswith(f"{k}_ms{AT}")]:  # deployed: against the zoo model, eager
+                r[f"{k}_speedup{AT}{col.split(AT)[1]}"] = ref[f"{k}_ms"] / r[col] if ref else float("nan")
         r["decode_mac_reduction"] = ref["decode_macs"] / r["decode_macs"] if ref else float("nan")
     return rows
 
@@ -355,6 +398,95 @@ def advice(use: list, budget: float) -> str:
                      f"and costs {top[cost]:+.2f} %")
         out.append(text)
     return "; ".join(out) + "."
+
+
+# ---------------------------------------------------------------------------------------------
+# the decision guide: every family under every runtime, and what to ship for a decode-time budget
+
+DECODE_BUDGETS = (1.0, 0.75, 0.5)  # decode time as a fraction of the zoo model's, eager PyTorch
+
+
+def options(rows: list, runtimes=("eager", "openvino")) -> list:
+    """Every (family, runtime) a practitioner could ship: its rate cost (BD-rate vs the zoo where the
+    family has every zoo λ, else mean Δrate at equal PSNR: :func:`families`) and its decode time as
+    a fraction of the zoo model's *eager* decode at the same λ (mean over the family's points, from
+    the same interleaved run), with the run's largest decode spread. The zoo itself is a family:
+    deployed, it costs no rate."""
+    fams = {(f["method"], f["arch"], f["variant"]): f for f in families(rows)}
+    out = []
+    for (method, arch, variant), f in fams.items():
+        cost = f["BD-rate vs zoo (%)"] if f["BD-rate vs zoo (%)"] == f["BD-rate vs zoo (%)"] else f["Δrate at equal PSNR (%)"]
+        pts = [r for r in rows if (r["method"], r["arch"], r["variant"]) == (method, arch, variant)]
+        for rt in runtimes:
+            tail = "" if rt == "eager" else AT + rt
+            speed = [r.get("decode_speedup" + tail, float("nan")) for r in pts]
+            if not speed or any(v != v for v in speed):
+                continue  # not deployed (or not timed) in this runtime
+            out.append({"method": method, "arch": arch, "variant": variant, "runtime": rt, "λ": len(pts),
+                        "rate cost (%)": cost, "decode time (x zoo eager)": float(np.mean([1 / v for v in speed])),
+                        "decode spread (%)": max(r.get("decode_spread_pct" + tail, 0.0) for r in pts)})
+    return out
+
+
+def _option_label(o: dict) -> str:
+    return f"{_label(o)}, {o['runtime']}"
+
+
+def decision(opts: list, budgets=DECODE_BUDGETS) -> list:
+    """Per architecture and decode-time budget (a fraction of the zoo model's eager decode): the
+    option of :func:`options` that meets the budget for the least rate (ties on rate: the faster),
+    or none."""
+    out = []
+    for arch in sorted({o["arch"] for o in opts}):
+        for b in budgets:
+            fit = [o for o in opts if o["arch"] == arch and o["decode time (x zoo eager)"] <= b
+                   and o["rate cost (%)"] == o["rate cost (%)"]]
+            best = min(fit, key=lambda o: (round(o["rate cost (%)"], 2), o["decode time (x zoo eager)"]), default=None)
+            out.append({"arch": arch, "decode budget (x zoo eager)": b,
+                        "ship": _option_label(best) if best else "nothing measured meets it",
+                        "rate cost (%)": best["rate cost (%)"] if best else float("nan"),
+                        "decode time (x zoo eager)": best["decode time (x zoo eager)"] if best else float("nan"),
+                        "decode spread (%)": best["decode spread (%)"] if best else float("nan")})
+    return out
+
+
+def pareto(opts: list) -> list:
+    """The options no other option of the same architecture beats on both rate cost and decode
+    time, by architecture and decode time."""
+    ok = [o for o in opts if o["rate cost (%)"] == o["rate cost (%)"]]
+
+    def beaten(o):
+        return any(p is not o and p["arch"] == o["arch"] and p["rate cost (%)"] <= o["rate cost (%)"]
+                   and p["decode time (x zoo eager)"] <= o["decode time (x zoo eager)"]
+                   and (p["rate cost (%)"], p["decode time (x zoo eager)"]) != (o["rate cost (%)"], o["decode time (x zoo eager)"])
+                   for p in ok)
+    return sorted((o for o in ok if not beaten(o)), key=lambda o: (o["arch"], o["decode time (x zoo eager)"]))
+
+
+def pareto_figure(opts: list):
+    """One panel per architecture: rate cost against decode time (a fraction of the zoo's eager
+    decode), eager points filled, deployed ones hollow; the front joined and labelled in place."""
+    from . import report
+
+    archs = sorted({o["arch"] for o in opts})
+    fig, axes = report.figure(len(archs), 1, height=3.4)
+    front = pareto(opts)
+    for ax, arch in zip(axes[0], archs):
+        mine = [o for o in opts if o["arch"] == arch and o["rate cost (%)"] == o["rate cost (%)"]]
+        for o in mine:
+            c = report.color_of(o["method"])
+            ax.scatter(o["decode time (x zoo eager)"], o["rate cost (%)"], s=26, marker="o",
+                       facecolors=c if o["runtime"] == "eager" else "none", edgecolors=c)
+        f = [o for o in front if o["arch"] == arch]
+        ax.plot([o["decode time (x zoo eager)"] for o in f], [o["rate cost (%)"] for o in f], "k-", lw=0.8)
+        for o in f:
+            ax.annotate(_option_label(o), (o["decode time (x zoo eager)"], o["rate cost (%)"]), fontsize=7,
+                        xytext=(4, 4), textcoords="offset points")
+        ax.axhline(0, color="grey", lw=0.8, ls=":")
+        ax.axvline(1, color="grey", lw=0.8, ls=":")
+        ax.set(title=arch, xlabel="decode time (x the zoo model's, eager)", ylabel="rate cost vs the zoo (%)")
+    fig.tight_layout()
+    return fig
 
 
 # ---------------------------------------------------------------------------------------------

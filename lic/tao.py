@@ -95,8 +95,10 @@ def load(path, sha256=None, hint="") -> SlimMeanScale:
 
 def curve_eval(scale: Scale, root=None, limit=4):
     """Learning-curve evaluation: forward-pass PSNR and estimated bpp of every capacity on the
-    first ``limit`` test images."""
+    first ``limit`` test images (the figures) and on the validation images (``val_*``: what tells
+    whether a run still improves, :func:`lic.budget.convergence`)."""
     images = lic_data.test_images(scale, root)[:limit]
+    validation = lic_data.validation_images(scale, root)
 
     def run(net):
         row, keep = {}, net.capacity
@@ -104,6 +106,8 @@ def curve_eval(scale: Scale, root=None, limit=4):
             net.capacity = c
             res = evaluate(net, images, real=False, progress=False)["mean"]
             row[f"psnr@C{c + 1}"], row[f"bpp_est@C{c + 1}"] = res["psnr"], res["bpp_est"]
+            val = evaluate(net, validation, real=False, progress=False)["mean"]
+            row[f"val_psnr@C{c + 1}"], row[f"val_bpp_est@C{c + 1}"] = val["psnr"], val["bpp_est"]
         net.capacity = keep
         return row
     return run
@@ -156,6 +160,56 @@ def train_supernet(scale: Scale, lmbda: float, root=None, progress=True, precisi
         curve_copy.write_text((run / f"{name}.curve.csv").read_text())
     manifest = store.read_manifest(CHAPTER, scale)
     manifest[name] = {**meta, "file": file, "sha256": sha, "curve": curve_copy.name}
+    store.write_manifest(CHAPTER, scale, manifest)
+    return load(models_dir(scale) / file, sha)
+
+
+def budget_name(name: str, steps: int) -> str:
+    """The manifest name of supernet ``name`` continued to a larger budget: ``<name>@<steps>``."""
+    return f"{name}@{steps}"
+
+
+def continue_supernet(scale: Scale, lmbda: float, steps: int, root=None, progress=True, precision=None, seed=0,
+                      start_steps=None):
+    """The stored supernet at ``lmbda`` trained on to ``steps`` in all (issue 39's budget curves),
+    from its weights at their step with the schedule a ``steps``-step run has there
+    (:func:`lic.train.train_on`); kept beside it as ``<name>@<steps>``, the chapter's own untouched."""
+    from .train import train_on
+
+    name = model_name(lmbda)
+    manifest = store.read_manifest(CHAPTER, scale)
+    source = budget_name(name, start_steps) if start_steps else name
+    entry = manifest.get(source)
+    if entry is None:
+        raise zoo.CheckpointError(f"{source} is not stored at scale {scale.name}; train it first with "
+                                  f"`{train_command(lmbda, scale)}`" + (f" --steps {start_steps}" if start_steps else ""))
+    if steps <= entry["steps"]:
+        raise ValueError(f"{source} has {entry['steps']} steps already; continue it to more than that")
+    target_name = budget_name(name, steps)
+    if target_name in manifest:
+        return load(models_dir(scale) / manifest[target_name]["file"], manifest[target_name]["sha256"])
+    net = load(models_dir(scale) / entry["file"], entry["sha256"])
+    run = zoo.runs_dir(scale) / CHAPTER / entry["started_from_fingerprint"]
+    cfg = TrainConfig.from_scale(scale, lmbda, steps=steps, lr=scale.slim_lr, lr_final=scale.slim_lr / 10, seed=seed,
+                                 precision=precision, late_crop=0, late_frac=0.0)
+    state, log = run / f"{target_name}.state.pt", run / f"{target_name}.curve.csv"
+    curve = train_on(net, lic_data.train_set(scale, root, seed=seed), cfg, state, log, entry["steps"],
+                     models_dir(scale) / entry["curve"], entry["train_seconds"], entry.get("precision", []),
+                     hooks=[SlimHook(lmbda, net.n_capacities)],
+                     evaluate=curve_eval(scale, root) if cfg.eval_every else None, progress=progress, desc=target_name)
+    loops = torch.load(state, weights_only=False).get("loops", [])
+    net.eval()
+    meta = {**{k: v for k, v in entry.items() if k not in ("file", "sha256", "curve", "fp16_check")},
+            "steps": steps, "continued_from": source, "continued_at_step": entry["steps"],
+            "precision": [{k: lp.get(k) for k in ("from_step", "loop", "how", "cpu")} for lp in loops],
+            "train_seconds": round(curve[-1]["elapsed_s"] if curve else 0, 3)}
+    file = f"{name}-{steps}.pt"
+    sha = save_checked(net, models_dir(scale) / file, meta, lic_data.test_images(scale, root), half=scale.name == "cpu")
+    curve_copy = models_dir(scale) / f"{name}-{steps}.curve.csv"
+    if log.exists() and is_main():
+        curve_copy.write_text(log.read_text())
+    manifest = store.read_manifest(CHAPTER, scale)
+    manifest[target_name] = {**meta, "file": file, "sha256": sha, "curve": curve_copy.name}
     store.write_manifest(CHAPTER, scale, manifest)
     return load(models_dir(scale) / file, sha)
 
@@ -714,10 +768,19 @@ def main(argv=None) -> int:
 
     ap, _, t = train_parser("python -m lic.tao", "train the chapter's supernets", "train (or resume) missing supernets")
     t.add_argument("--lmbda", type=float, action="append", help="repeatable; default: the scale's quality levels")
+    t.add_argument("--steps", type=int, default=None, metavar="S",
+                   help="a budget curve: continue the stored supernet to S steps in all, kept as <name>@S")
+    t.add_argument("--from-steps", type=int, default=None, metavar="S0",
+                   help="with --steps: continue the supernet already continued to S0 (default: the chapter's own)")
     args = ap.parse_args(argv)
     scale = get_scale(args.scale)
     check_lambdas(ap, args.lmbda, scale)
     for lmbda in args.lmbda or scale.slim_lambdas:
+        if args.steps:
+            continue_supernet(scale, lmbda, args.steps, root=args.data, precision=args.precision,
+                              start_steps=args.from_steps)
+            print("continued", budget_name(model_name(lmbda), args.steps), "->", models_dir(scale))
+            continue
         get(scale, lmbda, root=args.data, precision=args.precision)
         print("trained", model_name(lmbda), "->", models_dir(scale))
     return 0

@@ -168,6 +168,21 @@ def restart_state(path, model, step: int, cfg, curve=(), elapsed=0.0, loops=()) 
     D.barrier()
 
 
+def train_on(model, data, cfg, state, log, at_step: int, curve_file=None, elapsed=0.0, loops=(), hooks=(),
+             evaluate=None, progress=True, desc=None):
+    """Train a stored model on from ``at_step`` to ``cfg.steps`` (a budget curve: more steps for a
+    model already kept): the first call writes a :func:`restart_state` at ``state`` from the
+    model's weights, with its learning curve so far (``curve_file``), training seconds and loops;
+    every call then resumes :func:`train` from ``state``. Returns the learning curve."""
+    if not D.broadcast(Path(state).exists()):
+        import pandas as pd
+
+        rows = pd.read_csv(curve_file).to_dict("records") if curve_file and Path(curve_file).exists() else []
+        restart_state(state, model, at_step, cfg, rows, elapsed, [{**lp, "s_per_step": []} for lp in loops])
+    return train(model, data, cfg, checkpoint=state, hooks=hooks, log=log, evaluate=evaluate, progress=progress,
+                 desc=desc)
+
+
 def _rng_state(data):
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
             "python": random.getstate(), "data": data.state()}
@@ -235,7 +250,7 @@ def _step(model, x, opt, aux_opt, main_params, cfg, hooks, loop, step, forward=N
     """One optimisation step; returns the loss terms (the total under ``loss``). ``forward``: the
     model's DistributedDataParallel wrapper under torchrun (:mod:`lic.distributed`)."""
     opt.zero_grad(set_to_none=True)
-    with prec.autocast(loop):
+    with prec.autocast(loop, prec.device_type(model)):
         out = (forward or model)(x)
         terms = rd_loss(out, x, cfg.lmbda)
         loss = terms["loss"]
@@ -355,6 +370,8 @@ def train(model, data, cfg: TrainConfig, checkpoint=None, hooks=(), params=None,
     """
     precision = prec.requested(cfg.precision)  # a bad value fails before any work
     D.init()  # under torchrun: join the process group (lic.distributed); else nothing
+    for _, _, batch, _ in phases(cfg):
+        D.local_batch(batch)  # refuse a batch that does not split before any work or any file
     if checkpoint and D.is_main():  # one trainer per model state: a second one is refused (lic.lock.Busy)
         from .lock import held
 
@@ -370,8 +387,6 @@ def _train(model, data, cfg, checkpoint, hooks, params, evaluate, log, progress,
     random.seed(cfg.seed)
     data.set_state(random.Random(cfg.seed).getstate())
     rank, world, device = D.rank(), D.world(), D.device()
-    for _, _, batch, _ in phases(cfg):
-        D.local_batch(batch)  # refuse a batch that does not split before any work
     if world > 1:  # each rank: its own shard of the images, its own streams (rank 0 as one process would)
         if hasattr(data, "shard"):
             data.shard(rank, world)
@@ -382,7 +397,7 @@ def _train(model, data, cfg, checkpoint, hooks, params, evaluate, log, progress,
     aux_opt = torch.optim.Adam(aux_params, lr=cfg.aux_lr) if aux_params else None
     step, curve, elapsed, loops, restarted_at = 0, [], 0.0, [], None
     checkpoint = Path(checkpoint) if checkpoint else None
-    if checkpoint and checkpoint.exists():
+    if checkpoint and D.broadcast(checkpoint.exists()):  # rank 0's answer, so every rank takes one branch
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
         _check_resumable(checkpoint, state.get("config"), cfg)
         model.load_state_dict(state["model"])
@@ -444,7 +459,7 @@ def _train(model, data, cfg, checkpoint, hooks, params, evaluate, log, progress,
                                                    hooks=hooks)) if D.is_main() else None
             loop, times, how = D.broadcast(choice)  # rank 0 measures, every rank runs its choice
             loops.append({"from_step": step, "loop": loop.name, "how": how, "s_per_step": times,
-                          "cpu": prec.cpu_model(), "torch": str(torch.__version__)})
+                          "cpu": prec.device_name(model), "torch": str(torch.__version__)})
             (tqdm.write if progress and D.is_main() else lambda m: None)(
                 f"{desc}: {prec.describe(loop, times, how)}" + (f", {world} processes x batch {batch}" if world > 1 else ""))
             with prec.running(model, loop) as to_format:

@@ -157,14 +157,18 @@ def train_command(arch, variant, scale, target=TARGET_SPARSITY) -> str:
 
 def curve_eval(scale: Scale, root=None, limit=6):
     """Learning-curve evaluation at the zoo's λ: test PSNR and estimated bpp (forward only) on the
-    first ``limit`` test images, and the mean gate sparsity."""
+    first ``limit`` test images (the figures), the same on the validation images (``val_*``: what
+    tells whether a run still improves, :func:`lic.budget.convergence`), and the mean gate sparsity."""
     images = lic_data.test_images(scale, root)[:limit]
+    validation = lic_data.validation_images(scale, root)
 
     def run(model):
         row = {}
         for lam in scale.lambdas:
             res = evaluate(model.at(lam), images, real=False, progress=False)["mean"]
             row[f"psnr@{lam}"], row[f"bpp_est@{lam}"] = res["psnr"], res["bpp_est"]
+            val = evaluate(model.at(lam), validation, real=False, progress=False)["mean"]
+            row[f"val_psnr@{lam}"], row[f"val_bpp_est@{lam}"] = val["psnr"], val["bpp_est"]
             if model.gated:
                 row[f"sparsity@{lam}"] = float(sum(layer_sparsity(model, lam, images).values())
                                                / len(model.gates()))
@@ -237,6 +241,63 @@ def train_model(arch: str, scale: Scale, variant: str, target=TARGET_SPARSITY, r
         curve_copy.write_text((run / f"{name}.curve.csv").read_text())
     manifest = read_manifest(scale)
     manifest[name] = {**meta, "file": file, "sha256": sha, "curve": curve_copy.name}
+    _write_manifest(scale, manifest)
+    return load(models_dir(scale) / file, sha)
+
+
+def budget_name(name: str, steps: int) -> str:
+    """The manifest name of ``name`` continued to a larger budget: ``<name>@<steps>``."""
+    return f"{name}@{steps}"
+
+
+def continue_model(arch: str, scale: Scale, variant: str, steps: int, target=TARGET_SPARSITY, root=None,
+                   progress=True, precision=None, seed=0, start_steps=None):
+    """The committed model ``arch``/``variant`` trained on to ``steps`` in all (issue 39's budget
+    curves): from the stored weights at their step (the manifest's, or ``start_steps``' continued
+    model) with the schedule a ``steps``-step run has there — fresh Adam moments and a short warm-up
+    (:func:`lic.train.restart_state`), the learning curve continued. Stored beside the original as
+    ``<name>@<steps>`` (the chapter's own model is untouched); resumable."""
+    from .train import train_on
+
+    name = model_name(arch, variant, target)
+    manifest = read_manifest(scale)
+    source = budget_name(name, start_steps) if start_steps else name
+    entry = manifest.get(source)
+    if entry is None:
+        raise zoo.CheckpointError(f"{source} is not stored at scale {scale.name}; train it first with "
+                                  f"`{train_command(arch, variant, scale, target)}`"
+                                  + (f" --steps {start_steps}" if start_steps else ""))
+    if steps <= entry["steps"]:
+        raise ValueError(f"{source} has {entry['steps']} steps already; continue it to more than that")
+    target_name = budget_name(name, steps)
+    if target_name in manifest:
+        e = manifest[target_name]
+        return load(models_dir(scale) / e["file"], e["sha256"])
+    model = load(models_dir(scale) / entry["file"], entry["sha256"])
+    run = zoo.runs_dir(scale) / CHAPTER / entry["started_from_fingerprint"]
+    data = lic_data.train_set(scale, root, seed=seed)
+    cfg = TrainConfig.from_scale(scale, zoo.middle_lambda(scale), steps=steps, lr=scale.vr_lr,
+                                 lr_final=scale.vr_lr / 10, seed=seed, precision=precision)
+    hooks = [SparsityHook(target)] if variant == "ecg+bm" else []
+    state, log = run / f"{target_name}.state.pt", run / f"{target_name}.curve.csv"
+    curve = train_on(model, data, cfg, state, log, entry["steps"], models_dir(scale) / entry["curve"],
+                     entry["train_seconds"], entry.get("precision", []), hooks=hooks,
+                     evaluate=curve_eval(scale, root) if cfg.eval_every else None, progress=progress, desc=target_name)
+    loops = torch.load(state, weights_only=False).get("loops", [])
+    model.eval()
+    meta = {**{k: v for k, v in entry.items() if k not in ("file", "sha256", "curve", "fp16_check")},
+            "steps": steps, "continued_from": source, "continued_at_step": entry["steps"],
+            "schedule": {k: getattr(cfg, k) for k in ("batch", "crop", "late_crop", "late_frac", "lr", "lr_final")},
+            "precision": [{k: lp.get(k) for k in ("from_step", "loop", "how", "cpu")} for lp in loops],
+            "train_seconds": round(curve[-1]["elapsed_s"] if curve else 0, 3)}
+    file = f"{name}-{steps}.pt"
+    sha = save_checked(model, models_dir(scale) / file, meta, lic_data.test_images(scale, root),
+                       half=scale.name == "cpu", lambdas=scale.lambdas)
+    curve_copy = models_dir(scale) / f"{name}-{steps}.curve.csv"
+    if log.exists() and is_main():
+        curve_copy.write_text(log.read_text())
+    manifest = read_manifest(scale)
+    manifest[target_name] = {**meta, "file": file, "sha256": sha, "curve": curve_copy.name}
     _write_manifest(scale, manifest)
     return load(models_dir(scale) / file, sha)
 
@@ -434,10 +495,20 @@ def main(argv=None) -> int:
     t.add_argument("--arch", action="append", choices=ARCHS, help="repeatable; default: all three")
     t.add_argument("--variant", action="append", choices=VARIANTS, help="repeatable; default: both")
     t.add_argument("--target", type=float, default=TARGET_SPARSITY, help="target sparsity α_t of ecg+bm")
+    t.add_argument("--steps", type=int, default=None, metavar="S",
+                   help="a budget curve: continue the stored model to S steps in all, kept as <name>@S")
+    t.add_argument("--from-steps", type=int, default=None, metavar="S0",
+                   help="with --steps: continue the model already continued to S0 (default: the chapter's own)")
     args = ap.parse_args(argv)
     scale = get_scale(args.scale)
     for arch in args.arch or ARCHS:
         for variant in args.variant or VARIANTS:
+            if args.steps:
+                continue_model(arch, scale, variant, args.steps, args.target, root=args.data,
+                               precision=args.precision, start_steps=args.from_steps)
+                print("continued", budget_name(model_name(arch, variant, args.target), args.steps), "->",
+                      models_dir(scale))
+                continue
             get(arch, scale, variant, args.target, root=args.data, precision=args.precision)
             print("trained", model_name(arch, variant, args.target), "->", models_dir(scale))
     return 0

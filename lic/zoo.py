@@ -63,6 +63,15 @@ def build_for(arch: str, scale: Scale):
     return narrow_synthesis(model, scale.decoder) if scale.decoder else model
 
 
+def pretrained_file(arch: str, lmbda: float, metric: str = "mse") -> tuple:
+    """(URL, local path) of CompressAI's pretrained weights for ``arch`` at ``lmbda``'s quality: the
+    file torch.hub looks for in its cache (``$TORCH_HOME/hub/checkpoints``) before the network."""
+    from compressai.zoo.image import model_urls
+
+    url = model_urls[arch][metric][PAPER_QUALITY[lmbda]]
+    return url, Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
 def pretrained(arch: str, lmbda: float, metric: str = "mse"):
     """CompressAI's pretrained model for ``arch`` at the quality whose λ is ``lmbda``.
 
@@ -77,10 +86,7 @@ def pretrained(arch: str, lmbda: float, metric: str = "mse"):
     try:
         return fn(quality=PAPER_QUALITY[lmbda], metric=metric, pretrained=True, progress=False).eval()
     except OSError as err:
-        from compressai.zoo.image import model_urls
-
-        url = model_urls[arch][metric][PAPER_QUALITY[lmbda]]
-        cache = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+        url, cache = pretrained_file(arch, lmbda, metric)
         raise CheckpointError(f"CompressAI's pretrained {arch} (quality {PAPER_QUALITY[lmbda]}) is not in the "
                               f"local cache and could not be fetched ({err}): download {url} on a machine "
                               f"with network access and put it at {cache}") from err
@@ -220,8 +226,7 @@ def manifest_path(scale: Scale) -> Path:
 
 
 def read_manifest(scale: Scale) -> dict:
-    p = manifest_path(scale)
-    return json.loads(p.read_text()) if p.exists() else {}
+    return store.read_json(manifest_path(scale))
 
 
 def _write_json(p: Path, obj: dict) -> None:
@@ -298,8 +303,7 @@ def register_points(archs, lambdas, scale: Scale) -> list:
 def read_stages(scale: Scale) -> dict:
     """Unfinished zoo models kept between sessions (``stages.json`` beside the manifest): for each,
     the stored weights at the step its last stage ended, the schedule it belongs to and every stage."""
-    p = zoo_dir(scale) / "stages.json"
-    return json.loads(p.read_text()) if p.exists() else {}
+    return store.read_json(zoo_dir(scale) / "stages.json")
 
 
 def keep_stage(model, name: str, cfg, state_file: Path, scale: Scale, started_from=None) -> dict:
@@ -348,7 +352,7 @@ def _continue_stage(model, name: str, cfg, state_file: Path, scale: Scale) -> No
     from .train import restart_state
 
     stage = read_stages(scale).get(name)
-    if state_file.exists() or not stage:
+    if D.broadcast(state_file.exists()) or not stage:  # rank 0's answer: restart_state has a barrier
         return
     if stage["of_steps"] != cfg.steps or stage["lambda"] != cfg.lmbda:
         raise CheckpointError(f"the kept stage of {name} belongs to a {stage['of_steps']}-step schedule at "

@@ -119,6 +119,7 @@ def test_status_page_reads_in_hours_and_counts_the_rebuild(tmp_path, monkeypatch
     assert "python -m lic.book run 04_yu --scale cpu" in page
     train = book.training_seconds("cpu")  # the committed manifests: the zoo's 16 models at least
     assert train["the zoo (base models)"] > 3600
+    assert train["02_luo models"] > 600  # 02's trained hyper paths keep their own manifest (02_luo/cpu/trained)
     assert f"**{book.hm(sum(train.values()) + 3 * 3600 + 7 * 60 + 20)}**" in page
     assert [book.hm(s) for s in (0, 59, 60 * 61, 7200)] == ["0:00", "0:01", "1:01", "2:00"]
     # a long CPU name keeps the table inside the column (an Intel name made it 744 px in 740)

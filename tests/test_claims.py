@@ -1,4 +1,6 @@
 """The claims contract: malformed claims fail, verdict rules say what they should."""
+import json
+
 import pytest
 
 from lic import claims
@@ -43,7 +45,7 @@ def test_share_rule_and_counts():
     assert [claims.share(k, 3) for k in (3, 1, 0)] == ["reproduced", "partly reproduced", "not reproduced"]
     assert claims.share(0, 0) == "not testable here"
     assert claims.count([_ok(), _ok(id="b", verdict="not reproduced")]) == {
-        "reproduced": 1, "partly reproduced": 0, "not reproduced": 1, "not testable here": 0}
+        "reproduced": 1, "partly reproduced": 0, "not reproduced": 1, claims.STILL_IMPROVING: 0, "not testable here": 0}
 
 
 def test_the_ledger_is_built_from_the_results_files(tmp_path):
@@ -184,3 +186,63 @@ def test_the_ledger_prints_each_chapters_budget_beside_the_papers():
     assert "1.6 M iterations at batch 8" in budget.paper("05_tao")
     page = ledger("cpu")
     assert page.count("**Budget.**") >= 5 and "The paper: not stated [the slides give no training schedule]" in page
+
+
+def test_a_not_reproduced_verdict_is_qualified_in_the_ledger_when_the_methods_curve_still_improves(tmp_path, monkeypatch):
+    import json
+
+    from lic import budget
+
+    (tmp_path / "03_yin").mkdir()
+    (tmp_path / "03_yin" / "cpu.json").write_text(json.dumps({"claims": [
+        _ok(), _ok(id="yin-flops", claim="FLOPs fall 2.0–2.9×", paper="2.03–2.86×", ours="1.6×", verdict="not reproduced")]}))
+    monkeypatch.setattr(budget, "improving", lambda chapter, scale: chapter == "03_yin")
+    page = claims.ledger("cpu", results_root=tmp_path)
+    assert claims.verdict_html(claims.STILL_IMPROVING) in page and "holds at our budget only" in page
+    assert "1 of 2 claims under the contract reproduced** at `cpu` scale, 0 partly, 0 not (1 more at this budget only: still improving)" in page
+    monkeypatch.setattr(budget, "improving", lambda chapter, scale: False)  # converged: the verdict stands
+    page = claims.ledger("cpu", results_root=tmp_path)
+    assert claims.STILL_IMPROVING not in page and ", 0 partly, 1 not," in page
+
+
+def test_convergence_is_told_on_the_validation_rd_cost_of_each_curve(tmp_path, monkeypatch):
+    import numpy as np
+    import pandas as pd
+
+    from lic import budget
+    from lic.scales import get_scale
+
+    monkeypatch.setenv("LIC_ZOO", str(tmp_path))
+    S = get_scale("cpu")
+    d = tmp_path / "cpu"
+    d.mkdir()
+    steps = np.arange(2500, 60001, 2500)
+    rng = np.random.default_rng(0)
+    rising = 30 + 2 * (1 - np.exp(-steps / 60000)) + rng.normal(0, 0.005, len(steps))
+    flat = 32 + rng.normal(0, 0.05, len(steps))
+    pd.DataFrame({"step": steps, "val_psnr": rising, "val_bpp_est": 0.5}).to_csv(d / "a.curve.csv", index=False)
+    pd.DataFrame({"step": steps, "val_psnr": flat, "val_bpp_est": 0.5}).to_csv(d / "b.curve.csv", index=False)
+    pd.DataFrame({"step": steps, "test_psnr": rising}).to_csv(d / "c.curve.csv", index=False)  # Kodak only
+    (d / "manifest.json").write_text(json.dumps({n: {"curve": f"{n}.curve.csv", "lambda": 0.013} for n in "abc"}))
+    got = {r["model"]: r["improving"] for r in budget.convergence("00_baselines", S)}
+    assert got == {"a": True, "b": False, "c": None}
+    assert budget.improving("00_baselines", S) is True
+    line = budget.convergence_line("00_baselines", S)
+    assert "still improving at the end of its run: a" in line and "converged (flat within noise): b" in line
+    assert "not told for 1 of 3 models: their curves were logged on the test images only" in line
+    # R + λD from PSNR: bpp + λ·255²·MSE, per logged λ (a suffix that is no number takes the model's λ)
+    row = pd.DataFrame({"val_psnr@0.0035": [30.0], "val_bpp_est@0.0035": [0.2], "val_psnr@C5": [40.0], "val_bpp_est@C5": [1.0]})
+    want = ((0.2 + 0.0035 * 255 ** 2 * 1e-3) + (1.0 + 0.013 * 255 ** 2 * 1e-4)) / 2
+    assert budget.rd_cost(row, 0.013)[0] == pytest.approx(want)
+
+
+def test_the_last_fifth_is_of_the_whole_run_when_validation_began_late():
+    import numpy as np
+
+    from lic.claims import still_improving
+
+    steps = np.arange(22500, 40001, 2500)  # validation logged only after a continuation from step 20,000
+    rising = 30 + steps / 1e4
+    assert still_improving(steps, rising)["points"] == 2  # the last fifth of its own span: two points
+    assert still_improving(steps, rising, first_step=0)["points"] == 4 and still_improving(
+        steps, rising, first_step=0)["improving"] is True

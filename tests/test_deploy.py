@@ -105,3 +105,19 @@ def test_amdahl_bound_scales_only_the_transform_stages():
     assert anatomy.amdahl_bound(rows, "zoo", ref, {**ref, "g_s": 5}) == pytest.approx(100 / 60)
     assert anatomy.amdahl_bound(rows, "zoo", ref, {**ref, "h_s": 0}) == pytest.approx(100 / 95)  # ERHP's ceiling
     assert anatomy.amdahl_bound(rows, "zoo", ref, ref) == pytest.approx(1.0)
+
+
+def test_the_synthesis_times_a_deployed_twin_of_every_point_and_says_which_do_not_deploy(smoke, images, monkeypatch):
+    from lic import synthesis
+
+    ok, bad = _model("bmshj2018-hyperprior", smoke), _model("bmshj2018-hyperprior", smoke, seed=1)
+    real = deploy.deploy
+
+    def deploy_or_refuse(model, runtime, **kw):  # e.g. 04's int8 torch models, which do not export
+        if model is bad:
+            raise deploy.DeployError("g_a of ScaleHyperprior does not export to openvino: RuntimeError: packed weights")
+        return real(model, runtime, **kw)
+    monkeypatch.setattr(deploy, "deploy", deploy_or_refuse)
+    got, check = synthesis.deployed({"a": ok, "b": bad}, "openvino", images[:1])
+    assert list(got) == ["a@openvino"] and isinstance(got["a@openvino"].g_s, deploy.OpenVINOModule)
+    assert check["a"].startswith("ok: PSNR within 0.0") and check["b"].startswith("not deployed: ")

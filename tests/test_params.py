@@ -151,3 +151,21 @@ def test_a_one_sided_bound_reads_as_a_reader_writes_it(capsys, tmp_zoo):
     assert book.main(["run", "05_tao", "--scale", "smoke", "-p", "blocks=8"]) == 2
     err = capsys.readouterr().err
     assert "'8' must be a number ≥ 16" in err and "None" not in err
+
+
+def test_dry_run_at_paper_scale_lists_the_pretrained_files_and_what_is_missing(tmp_path, capsys, monkeypatch):
+    from compressai.zoo.image import model_urls
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    present = model_urls["bmshj2018-hyperprior"]["mse"][3].rsplit("/", 1)[-1]  # λ = 0.0067
+    (cache / present).write_bytes(b"")
+    assert book.main(["run", "01_liao", "--scale", "paper", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"CompressAI's pretrained weights, 1 of 4 in torch.hub's cache ({cache})" in out
+    assert "bmshj2018-hyperprior-0.0067: present" in out
+    missing = model_urls["bmshj2018-hyperprior"]["mse"][5]
+    assert f"bmshj2018-hyperprior-0.0250: MISSING, fetch {missing}" in out
+    assert book.main(["run", "05_tao", "--scale", "paper", "--dry-run"]) == 0  # 05: its one architecture
+    assert "mbt2018-mean-0.0130: MISSING, fetch https://" in capsys.readouterr().out

@@ -235,3 +235,29 @@ def test_the_study_questions_are_decided_per_case_with_the_bars_of_claims_csv():
     claims.check(list(got.values()))
     none = {c["id"]: c["verdict"] for c in synthesis.claims_for(zoo, [], bars)}
     assert set(none.values()) == {"not testable here"}
+
+
+def _row(method, variant, rate, eager, ov=None, spread=5.0):
+    return {"method": method, "arch": "bmshj2018-hyperprior", "variant": variant, "lambda": 0.013, "bpp": 0.5,
+            "psnr": 30.0, "rate_vs_zoo_pct": rate, "psnr_vs_zoo_db": 0.0, "decode_speedup": eager,
+            "encode_speedup": 1.0, "decode_mac_reduction": 1.0, "decode_spread_pct": spread,
+            "decode_speedup@openvino": float("nan") if ov is None else ov, "decode_spread_pct@openvino": spread}
+
+
+def test_the_decision_guide_ships_the_cheapest_option_inside_each_decode_budget():
+    from lic import synthesis
+
+    rows = [_row("zoo", "zoo", 0.0, 1.0, ov=1.7), _row("Liao", "r=0.55", 5.0, 1.3, ov=2.5),
+            _row("Yin", "ecg+bm", 20.0, 1.05)]  # Yin's model does not deploy (no OpenVINO time)
+    opts = synthesis.options(rows)
+    assert {(o["method"], o["runtime"]) for o in opts} == {("zoo", "eager"), ("zoo", "openvino"), ("Liao", "eager"),
+                                                           ("Liao", "openvino"), ("Yin", "eager")}
+    pick = {d["decode budget (x zoo eager)"]: d for d in synthesis.decision(opts)}
+    assert pick[1.0]["ship"] == "zoo, openvino"  # free, and faster than the zoo eager it ties with on rate
+    assert pick[0.75]["ship"] == "zoo, openvino" and pick[0.75]["decode time (x zoo eager)"] == pytest.approx(1 / 1.7)
+    assert pick[0.5]["ship"] == "Liao (r=0.55), openvino" and pick[0.5]["rate cost (%)"] == 5.0
+    assert synthesis.decision(opts, budgets=(0.3,))[0]["ship"] == "nothing measured meets it"
+    front = synthesis.pareto(opts)
+    assert [(o["method"], o["runtime"]) for o in front] == [("Liao", "openvino"), ("zoo", "openvino")]
+    fig = synthesis.pareto_figure(opts)
+    assert len(fig.axes) == 1 and len(fig.axes[0].texts) == 2  # the front's two options, labelled in place

@@ -171,3 +171,20 @@ def test_a_loop_whose_loss_is_not_finite_is_never_chosen(smoke, tmp_zoo):
     assert loop.precision == "fp32" and all(math.isfinite(v) for k, v in times.items() if k.startswith("fp32"))
     plain = _measurer(model, main, aux, cfg, 2, 64, ds.shape, warmup=0, steps=1)
     assert math.isfinite(plain(precision.Loop("bf16", True), None))  # the hook, not the loop, breaks it
+
+
+def test_on_a_gpu_bf16_is_a_candidate_only_where_supported_and_the_loop_names_the_gpu(monkeypatch):
+    # no GPU here: the device and CUDA's answers are stubbed; what is tested is the choice made from them
+    from lic import precision as P
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 3))
+    monkeypatch.setattr(P, "device_type", lambda model=None: "cuda")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA V100")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert [c.name for c in P.candidates(model)] == ["fp32", "fp32+channels_last"]
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert [c.name for c in P.candidates(model)][-1] == "bf16+channels_last"
+    assert P.device_name(model).startswith("NVIDIA V100 (CUDA")
+    assert P.cache_key(model, 8, 128).startswith("NVIDIA V100")  # a GPU's choice is cached apart from the CPU's
+    assert P.autocast(P.Loop("bf16", True), "cuda").device == "cuda"
+    assert P.autocast(P.Loop("bf16", True)).device == "cpu"

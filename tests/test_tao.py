@@ -233,3 +233,22 @@ def test_supernet_loss_covers_the_capacities_it_names(nets):
     finally:
         net.zero_grad(set_to_none=True)
         net.eval()
+
+
+@pytest.mark.slow
+def test_a_stored_supernet_trains_on_to_a_larger_budget_beside_the_original(smoke, tmp_zoo):
+    import pandas as pd
+
+    from lic import store
+
+    lam = smoke.slim_lambdas[0]
+    net = tao.get(smoke, lam, progress=False)  # the zoo model, then the supernet (smoke: minutes)
+    more = smoke.slim_steps + 10
+    longer = tao.continue_supernet(smoke, lam, more, progress=False)
+    m = store.read_manifest(tao.CHAPTER, smoke)
+    e = m[tao.budget_name(tao.model_name(lam), more)]
+    assert e["steps"] == more and e["continued_at_step"] == smoke.slim_steps and m[tao.model_name(lam)]["steps"] == smoke.slim_steps
+    curve = pd.read_csv(tao.models_dir(smoke) / e["curve"])
+    assert curve.step.max() == more and any(c.startswith("val_psnr@C") for c in curve.columns)
+    assert [lp["loop"] for lp in e["precision"]][-1] != "restart" and any(lp["loop"] == "restart" for lp in e["precision"])
+    assert not torch.equal(longer.g_s[0].weight, net.g_s[0].weight)

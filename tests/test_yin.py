@@ -156,10 +156,31 @@ def test_training_samples_lambda_and_saves_a_loadable_model(smoke, tmp_zoo):
     assert entry["steps"] == smoke.vr_steps and entry["started_from"] == zoo.model_name(
         "bmshj2018-hyperprior", zoo.middle_lambda(smoke))
     assert entry["precision"] and entry["train_seconds"] > 0 and len(entry["sha256"]) == 64
+    import pandas as pd
+
+    from lic import budget
+
+    curve = pd.read_csv(yin.models_dir(smoke) / entry["curve"])  # the validation curve tells convergence
+    assert {f"val_psnr@{lam}" for lam in smoke.lambdas} <= set(curve.columns)
+    assert budget.rd_cost(curve, 0.0).notna().all()
     again = yin.get("bmshj2018-hyperprior", smoke, "ecg+bm", train_missing=False)
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(model(x, 0.01)["x_hat"], again(x, 0.01)["x_hat"])
+    # a budget curve: the stored model trained on, kept beside it (issue 39)
+    more = smoke.vr_steps + 20
+    longer = yin.continue_model("bmshj2018-hyperprior", smoke, "ecg+bm", more, progress=False)
+    m = yin.read_manifest(smoke)
+    name = yin.model_name("bmshj2018-hyperprior", "ecg+bm")
+    e = m[yin.budget_name(name, more)]
+    assert e["steps"] == more and e["continued_from"] == name and e["continued_at_step"] == smoke.vr_steps
+    assert m[name] == entry  # the chapter's own model is untouched
+    cont = pd.read_csv(yin.models_dir(smoke) / e["curve"])
+    assert cont.step.max() == more and (cont.step <= smoke.vr_steps).sum() == len(curve)  # the curve goes on
+    with torch.no_grad():
+        assert not torch.equal(longer(x, 0.01)["x_hat"], again(x, 0.01)["x_hat"])
+    with pytest.raises(ValueError, match="continue it to more than that"):
+        yin.continue_model("bmshj2018-hyperprior", smoke, "ecg+bm", smoke.vr_steps, progress=False)
     with pytest.raises(zoo.CheckpointError, match="python -m lic.yin train --scale smoke --arch mbt2018 --variant bm"):
         yin.get("mbt2018", smoke, "bm", train_missing=False)
 
