@@ -3,6 +3,7 @@ interleaved run, with each decode's anatomy (where the time goes, stage by stage
 
     python benchmarks/deploy_speed.py [--arch bmshj2018-hyperprior ...] [--lmbda 0.013] [--images 4] [--repeats 5]
     python benchmarks/deploy_speed.py --int8        # also g_s in int8 (NNCF, calibrated on BSDS500 crops)
+    python benchmarks/deploy_speed.py --int8 --max-drop 0.1   # and with accuracy control (validation images)
 
 Prints the CPU, per architecture the whole decode and g_s alone for each runtime (median ms of the
 repeats, spread = (max - min) / median of the per-repeat means) and the ratios to eager; then the
@@ -20,11 +21,15 @@ from lic.precision import cpu_model
 from lic.scales import get_scale
 
 
-def variants(model, scale, int8: bool) -> dict:
+def variants(model, scale, int8: bool, max_drop=None) -> dict:
     out = {"eager": model, "openvino f32": deploy.deploy(model, "openvino")}
     if int8:
         crops = data.train_set(scale, seed=1).batch(64, 256)  # calibration: training crops, never Kodak
-        out["openvino, g_s int8"] = deploy.deploy(model, "openvino", int8={"g_s": deploy.calibration_latents(model, crops)})
+        calib = deploy.calibration_latents(model, crops)
+        out["openvino, g_s int8"] = deploy.deploy(model, "openvino", int8={"g_s": calib})
+        if max_drop is not None:  # accuracy control on the validation images, never Kodak
+            spec = deploy.Int8(calib, deploy.validation_pairs(model, data.validation_images(scale)), max_drop)
+            out[f"openvino, g_s int8 ≤{max_drop:g} dB"] = deploy.deploy(model, "openvino", int8={"g_s": spec})
     for m in out.values():
         m.update(force=True)
     return out
@@ -38,6 +43,8 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--width", default="", help="N128 for the wider family")
     ap.add_argument("--int8", action="store_true")
+    ap.add_argument("--max-drop", type=float, default=None, metavar="DB",
+                    help="with --int8: also NNCF's accuracy control, at most DB dB lost on the validation images")
     args = ap.parse_args(argv)
     scale = get_scale("cpu").at_width(args.width)
     images = data.test_images(scale)[:args.images]
@@ -45,7 +52,7 @@ def main(argv=None):
           f"{args.repeats} repeats, interleaved; {deploy.runtime_version('openvino')=}")
     for arch in args.arch or ["bmshj2018-hyperprior", "mbt2018-mean"]:
         model = zoo.get(arch, args.lmbda, scale, train_missing=False).eval()
-        models = variants(model, scale, args.int8)
+        models = variants(model, scale, args.int8, args.max_drop)
         quality = {n: evaluate(m, images, timed=0, progress=False)["mean"] for n, m in models.items()}
         rows = anatomy.anatomy(models, images, repeats=args.repeats, desc=arch)
         total = {r["model"]: r for r in rows if r["phase"] == "decode" and r["stage"] == "total"}

@@ -155,3 +155,33 @@ def amdahl_bound(rows, reference: str, ref_macs: dict, point_macs: dict, phase="
 def shares(rows, model: str, phase="decode") -> dict:
     """{stage: share of the phase's time} of one model."""
     return {r["stage"]: r["share"] for r in rows if r["model"] == model and r["phase"] == phase and r["stage"] != "total"}
+
+
+def figure(rows, phase="decode"):
+    """Where ``phase`` time goes, one horizontal bar per model, stages stacked in milliseconds and
+    labelled in place when wide enough (the book's column width)."""
+    from . import report
+
+    models = list(dict.fromkeys(r["model"] for r in rows if r["phase"] == phase))
+    stages = list(dict.fromkeys(r["stage"] for r in rows if r["phase"] == phase and r["stage"] != "total"))
+    fig, axes = report.figure(1, 1, height=0.5 + 0.45 * len(models))
+    ax = axes[0][0]
+    ms = {(r["model"], r["stage"]): r["ms"] for r in rows if r["phase"] == phase}
+    widest = max(ms.get((m, "total"), 0.0) for m in models) or 1.0
+    for i, m in enumerate(models):
+        left = 0.0
+        for s in stages:
+            w = ms.get((m, s), 0.0)
+            ax.barh(i, w, left=left, color=report.color_of(s), edgecolor="white", linewidth=0.5)
+            if w > 0.08 * widest:
+                ax.text(left + w / 2, i, s, ha="center", va="center", fontsize=7, color="white")
+            left += w
+    ax.set_yticks(range(len(models)), models)
+    ax.invert_yaxis()
+    ax.set(xlabel=f"{phase} time (ms), stage by stage")
+    from matplotlib.patches import Patch
+
+    fig.legend(handles=[Patch(color=report.color_of(s), label=s) for s in stages], loc="lower center",
+               ncol=min(6, len(stages)), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.12 + 0.08 * ((len(stages) - 1) // 6), 1, 1))  # the legend below the bars
+    return fig

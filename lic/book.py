@@ -348,8 +348,8 @@ def write_chapters(scale: str, pending=()) -> Path:
 
 
 def write_ledger(scale: str) -> Path:
-    """``book/claims.md``: the claims ledger, from every chapter's results file (:mod:`lic.claims`)."""
-    from .claims import ledger
+    """``book/claims.md``: the claims ledger (:mod:`lic.ledger`), from every chapter's results file."""
+    from .ledger import ledger
 
     path = book_root(scale) / "book" / "claims.md"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -206,3 +206,24 @@ def convergence_line(chapter: str, scale) -> str:
         parts.append(f"not told for {len(unknown)} of {len(rows)} models: {'; '.join(reasons)}")
     return ("**Convergence** (validation R + λD over the last fifth of each run, never the test images): "
             + "; ".join(parts) + ".")
+
+
+def curve_figure(rows: list, metric: str, paper=None, label="ours"):
+    """A claim's metric against training steps (one of :func:`lic.yin.budget_curve`'s columns, say),
+    with the paper's value as a dashed line labelled in place: is the gap closing with compute?"""
+    from . import report
+
+    fig, axes = report.figure(1, 1, height=3.0)
+    ax = axes[0][0]
+    steps = [r["steps"] for r in rows]
+    ax.plot(steps, [r[metric] for r in rows], marker="o", label=label)
+    for r in rows:
+        ax.annotate(f"{r[metric]:.1f}", (r["steps"], r[metric]), xytext=(0, 5), textcoords="offset points",
+                    ha="center", fontsize=7)
+    if paper is not None:
+        ax.axhline(paper, color="k", ls="--", lw=0.8)
+        ax.annotate("paper", (min(steps), paper), xytext=(0, 3), textcoords="offset points", fontsize=7)
+    ax.set(xlabel="training steps", ylabel=metric)
+    ax.margins(x=0.1, y=0.15)
+    fig.tight_layout()
+    return fig

@@ -110,12 +110,55 @@ def _int8(model, calibration):
     """NNCF post-training quantization of an OpenVINO model on ``calibration`` inputs, with NNCF's
     defaults (per-channel symmetric weights, per-tensor activations, fast bias correction).
     Measured on the validation images (zoo bmshj2018-hyperprior λ = 0.013, g_s int8): −0.84 dB;
-    keeping GDN's norm convolutions (of x²) in f32 gave the same −0.84 dB, so no exception is made."""
+    keeping GDN's norm convolutions (of x²) in f32 gave the same −0.84 dB, so no exception is made.
+
+    ``calibration`` may instead be an :class:`Int8` with validation pairs: then NNCF's quantization
+    *with accuracy control* keeps in f32 the layers that cost the most PSNR on them, until the
+    int8 synthesis loses at most ``max_drop_db`` against the f32 one."""
     import nncf
 
     logging.getLogger("nncf").setLevel(logging.ERROR)
-    data = nncf.Dataset([np.ascontiguousarray(x.float().numpy()) for x in calibration])
-    return nncf.quantize(model, data, subset_size=len(calibration))
+    spec = calibration if isinstance(calibration, Int8) else Int8(list(calibration))
+    data = nncf.Dataset([np.ascontiguousarray(x.float().numpy()) for x in spec.calibration])
+    if not spec.validation:
+        return nncf.quantize(model, data, subset_size=len(spec.calibration))
+    pairs = [(np.ascontiguousarray(y.float().numpy()), x.float().numpy()) for y, x in spec.validation]
+    return nncf.quantize_with_accuracy_control(
+        model, data, nncf.Dataset(pairs), _synthesis_psnr, max_drop=spec.max_drop_db,
+        drop_type=nncf.DropType.ABSOLUTE, subset_size=len(spec.calibration))
+
+
+def _synthesis_psnr(compiled, pairs) -> tuple:
+    """NNCF's validation function for a synthesis transform: (mean PSNR, per pair) of its output
+    for ŷ against the image (higher is better)."""
+    per = []
+    for y, x in pairs:
+        out = np.clip(np.asarray(compiled(y)[0]), 0, 1)[..., : x.shape[-2], : x.shape[-1]]
+        per.append(float(10 * np.log10(1 / max(np.mean((out - x) ** 2), 1e-12))))
+    return float(np.mean(per)), per
+
+
+class Int8:
+    """What NNCF needs to quantize one part: ``calibration`` inputs (ŷ of training crops); with
+    ``validation`` pairs (ŷ, image) of the validation images, quantization with accuracy control
+    keeps the int8 part within ``max_drop_db`` of the f32 one on them."""
+
+    def __init__(self, calibration, validation=(), max_drop_db: float = 0.1):
+        self.calibration, self.validation, self.max_drop_db = list(calibration), list(validation), max_drop_db
+
+
+@torch.no_grad()
+def validation_pairs(model, images) -> list:
+    """(ŷ, image) of ``images`` (the validation images, never the test set), padded as the codec pads."""
+    from .data import pad_to, to_tensor
+    from .evaluate import MIN_SIZE, PAD
+
+    model.eval()
+    out = []
+    for _, img in images:
+        x = pad_to(to_tensor(img), PAD, MIN_SIZE)[0]
+        out.append((torch.round(model.g_a(x)), x))
+    return out
 
 
 @torch.no_grad()
@@ -133,7 +176,7 @@ def deploy(model, runtime: str = "openvino", parts=DEFAULT_PARTS, fallback=False
     :class:`DeployError` naming it, unless ``fallback``: then it stays eager and is listed.
     ``int8``: {part: calibration inputs} of the parts NNCF quantizes to int8 (e.g. ``{"g_s":
     calibration_latents(model, crops)}``: a decoder-only int8 model, whose bitstream is the f32
-    one's); openvino only."""
+    one's), or {part: :class:`Int8`} to quantize with accuracy control; openvino only."""
     int8 = int8 or {}
     runtime = choose(model) if runtime == "auto" else runtime
     check_runtime(runtime)

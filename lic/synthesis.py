@@ -484,8 +484,14 @@ def pareto_figure(opts: list):
                         xytext=(4, 4), textcoords="offset points")
         ax.axhline(0, color="grey", lw=0.8, ls=":")
         ax.axvline(1, color="grey", lw=0.8, ls=":")
-        ax.set(title=arch, xlabel="decode time (x the zoo model's, eager)", ylabel="rate cost vs the zoo (%)")
-    fig.tight_layout()
+        ax.set(title=f"{arch} (filled: eager, hollow: deployed)", xlabel="decode time (x the zoo model's, eager)",
+               ylabel="rate cost vs the zoo (%)")
+    from matplotlib.lines import Line2D
+
+    methods = sorted({o["method"] for o in opts})
+    handles = [Line2D([], [], marker="o", ls="", color=report.color_of(m), label=m) for m in methods]
+    fig.legend(handles=handles, loc="lower center", ncol=min(3, len(methods)), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.06 * ((len(methods) + 2) // 3), 1, 1))  # the legend below the panels
     return fig
 
 

@@ -113,6 +113,46 @@ def curve_eval(scale: Scale, root=None, limit=4):
     return run
 
 
+def learning_curve(scale: Scale, lmbda: float, root=None, name=None):
+    """A supernet's learning curve from step 0 (a DataFrame): its logged rows (every ``eval_every``
+    steps), after the row of the supernet as built from the zoo model, before any training step —
+    evaluated like every other row (:func:`curve_eval`), nothing retrained."""
+    import pandas as pd
+
+    entry = store.read_manifest(CHAPTER, scale)[name or model_name(lmbda)]
+    logged = pd.read_csv(models_dir(scale) / entry["curve"])
+    first = {"step": 0, **curve_eval(scale, root)(build(scale, lmbda, root, progress=False).eval())}
+    return pd.concat([pd.DataFrame([first]), logged], ignore_index=True)
+
+
+def curve_figure(curves):
+    """Learning curves of the supernets (:func:`learning_curve` rows with a ``λ`` column): one panel
+    per λ, one line per capacity, labelled at its end (no legend over the data)."""
+    from . import report
+
+    lams = sorted(curves["λ"].unique())
+    ncols = 2 if len(lams) > 1 else 1
+    nrows = (len(lams) + ncols - 1) // ncols
+    fig, axes = report.figure(ncols, nrows, height=2.6 * nrows, sharex=True)
+    cols = sorted((c for c in curves.columns if c.startswith("psnr@C")), key=lambda c: int(c[6:]))
+    for ax, lam in zip(axes.flat, lams):
+        g = curves[curves["λ"] == lam].dropna(subset=cols).sort_values("step")
+        for c in cols:
+            line, = ax.plot(g.step, g[c], marker=".", lw=1)
+            ax.annotate(c[5:], (g.step.iloc[-1], g[c].iloc[-1]), xytext=(3, 0), textcoords="offset points",
+                        fontsize=7, va="center", color=line.get_color())
+        ax.set_title(f"λ = {lam}", fontsize=9)
+        ax.margins(x=0.12)
+    for ax in axes.flat[len(lams):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("training step")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("PSNR (dB)")
+    fig.tight_layout()
+    return fig
+
+
 def get(scale: Scale, lmbda: float, root=None, train_missing=True, progress=True, precision=None):
     """The trained supernet at ``lmbda``: from the chapter's manifest, or trained now (resumable)."""
     name = model_name(lmbda)

@@ -402,6 +402,35 @@ def tradeoff(arch: str, scale: Scale, targets, images, cache_dir, root=None) -> 
     return out
 
 
+def budgets(arch: str, variant: str, scale: Scale, target=TARGET_SPARSITY) -> list:
+    """[(steps, manifest name)] of the stored model and its continuations (:func:`continue_model`), by steps."""
+    name = model_name(arch, variant, target)
+    m = read_manifest(scale)
+    return sorted((e["steps"], k) for k, e in m.items() if k == name or k.startswith(name + "@"))
+
+
+def budget_curve(arch: str, variant: str, scale: Scale, images, cache_dir, root=None, target=TARGET_SPARSITY) -> list:
+    """The chapter's metrics at every budget the model was trained to (issue 39): per stored
+    budget, the BD-rate against the zoo's fixed models and the FLOP reduction at the zoo λ (as
+    :func:`tradeoff` measures them, cached)."""
+    from .evaluate import bd
+
+    fixed = {lam: zoo.get(arch, lam, scale, root=root, progress=False) for lam in scale.lambdas}
+    ref = {lam: measure(m, images, cache_dir, f"{arch} λ={lam}") for lam, m in fixed.items()}
+    zoo_curve = {k: [ref[lam][k] for lam in scale.lambdas] for k in ("bpp", "psnr")}
+    out = []
+    for steps, name in budgets(arch, variant, scale, target):
+        e = read_manifest(scale)[name]
+        model = load(models_dir(scale) / e["file"], e["sha256"])
+        rows = {lam: measure(model.at(lam), images, cache_dir, f"{name} λ={lam}") for lam in scale.lambdas}
+        reduction = [ref[lam]["macs"] / rows[lam]["macs"] for lam in scale.lambdas]
+        out.append({"model": name, "steps": steps, "train_seconds": e.get("train_seconds"),
+                    "BD-rate vs zoo (%)": bd(zoo_curve, {k: [rows[lam][k] for lam in scale.lambdas]
+                                                         for k in ("bpp", "psnr")})["bd_rate"],
+                    "FLOP reduction (×)": sum(reduction) / len(reduction)})
+    return out
+
+
 def paper_quality(lmbda: float):
     """CompressAI's quality index whose λ is ``lmbda`` (the paper's table columns), or None."""
     from .scales import PAPER_QUALITY

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from lic import claims
+from lic import claims, ledger
 
 
 def _ok(**change):
@@ -57,7 +57,7 @@ def test_the_ledger_is_built_from_the_results_files(tmp_path):
                    verdict="not reproduced")]}))
     (tmp_path / "01_liao").mkdir()
     (tmp_path / "01_liao" / "cpu.json").write_text(json.dumps({"verdicts": {"quality": "partly reproduced"}}))
-    page = claims.ledger("cpu", results_root=tmp_path)
+    page = ledger.ledger("cpu", results_root=tmp_path)
     assert "**1 of 2 claims under the contract reproduced** at `cpu` scale, 0 partly, 1 not" in page
     assert "{doc}`03_yin`" in page and "| FLOPs fall 2.0–2.9× | 2.03–2.86× | 1.6× |" in page
     assert "| quality | partly reproduced |" in page  # recorded before the contract
@@ -65,12 +65,12 @@ def test_the_ledger_is_built_from_the_results_files(tmp_path):
     (tmp_path / "06_synthesis").mkdir()  # the study's own questions are counted apart from the papers' claims
     (tmp_path / "06_synthesis" / "cpu.json").write_text(json.dumps({"claims": [
         _ok(id="synth-stack", paper="Δrate within 0.5 pp of the sum", verdict="not reproduced")]}))
-    page = claims.ledger("cpu", results_root=tmp_path)
+    page = ledger.ledger("cpu", results_root=tmp_path)
     assert "**1 of 2 claims under the contract reproduced**" in page
     assert "The study's cross-method questions (06_synthesis): 0 of 1 hold at this scale." in page
     (tmp_path / "03_yin" / "cpu.json").write_text(json.dumps({"claims": [_ok(verdict="works")]}))
     with pytest.raises(ValueError, match="unknown verdict"):
-        claims.ledger("cpu", results_root=tmp_path)
+        ledger.ledger("cpu", results_root=tmp_path)
 
 
 def test_at_least_rule_for_speed_and_flop_factors():
@@ -175,7 +175,7 @@ def test_a_curve_still_improving_is_told_from_a_converged_noisy_one():
 
 def test_the_ledger_prints_each_chapters_budget_beside_the_papers():
     from lic import budget
-    from lic.claims import ledger
+    from lic.ledger import ledger
     from lic.scales import get_scale
 
     cpu = get_scale("cpu")
@@ -197,11 +197,11 @@ def test_a_not_reproduced_verdict_is_qualified_in_the_ledger_when_the_methods_cu
     (tmp_path / "03_yin" / "cpu.json").write_text(json.dumps({"claims": [
         _ok(), _ok(id="yin-flops", claim="FLOPs fall 2.0–2.9×", paper="2.03–2.86×", ours="1.6×", verdict="not reproduced")]}))
     monkeypatch.setattr(budget, "improving", lambda chapter, scale: chapter == "03_yin")
-    page = claims.ledger("cpu", results_root=tmp_path)
+    page = ledger.ledger("cpu", results_root=tmp_path)
     assert claims.verdict_html(claims.STILL_IMPROVING) in page and "holds at our budget only" in page
     assert "1 of 2 claims under the contract reproduced** at `cpu` scale, 0 partly, 0 not (1 more at this budget only: still improving)" in page
     monkeypatch.setattr(budget, "improving", lambda chapter, scale: False)  # converged: the verdict stands
-    page = claims.ledger("cpu", results_root=tmp_path)
+    page = ledger.ledger("cpu", results_root=tmp_path)
     assert claims.STILL_IMPROVING not in page and ", 0 partly, 1 not," in page
 
 

@@ -121,3 +121,22 @@ def test_the_synthesis_times_a_deployed_twin_of_every_point_and_says_which_do_no
     got, check = synthesis.deployed({"a": ok, "b": bad}, "openvino", images[:1])
     assert list(got) == ["a@openvino"] and isinstance(got["a@openvino"].g_s, deploy.OpenVINOModule)
     assert check["a"].startswith("ok: PSNR within 0.0") and check["b"].startswith("not deployed: ")
+
+
+def test_int8_with_accuracy_control_stays_within_its_drop_on_the_validation_pairs(smoke, images):
+    m = _model("bmshj2018-hyperprior", smoke)
+    crops = data.train_set(smoke, seed=1).batch(8, 64)
+    calib = deploy.calibration_latents(m, crops)
+    with torch.no_grad():  # the f32 synthesis' own output as the target: any int8 error shows (random weights)
+        pairs = [(y, m.g_s(y).clamp(0, 1)) for y, _ in deploy.validation_pairs(m, images)]
+    plain = deploy.deploy(m, "openvino", parts=("g_s",), int8={"g_s": calib})
+    ctrl = deploy.deploy(m, "openvino", parts=("g_s",), int8={"g_s": deploy.Int8(calib, pairs, max_drop_db=0.5)})
+
+    def mean_psnr(model):  # NNCF's own validation function, on the same pairs
+        with torch.no_grad():
+            return deploy._synthesis_psnr(lambda y: [model.g_s(torch.from_numpy(y)).numpy()],
+                                          [(y.numpy(), x.numpy()) for y, x in pairs])[0]
+    ref = mean_psnr(m)
+    assert ref - mean_psnr(plain) > 1.0  # plain int8 loses more than the drop allowed (measured: 33 dB)
+    assert ref - mean_psnr(ctrl) <= 0.5  # NNCF kept in f32 what the drop needed
+    assert ctrl.deployment["int8"] == ["g_s"] and plain.deployment["int8"] == ["g_s"]

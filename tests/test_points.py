@@ -261,3 +261,15 @@ def test_the_decision_guide_ships_the_cheapest_option_inside_each_decode_budget(
     assert [(o["method"], o["runtime"]) for o in front] == [("Liao", "openvino"), ("zoo", "openvino")]
     fig = synthesis.pareto_figure(opts)
     assert len(fig.axes) == 1 and len(fig.axes[0].texts) == 2  # the front's two options, labelled in place
+
+
+def test_the_anatomy_figure_stacks_each_models_stages_and_labels_the_wide_ones():
+    from lic import anatomy
+
+    rows = [{"model": m, "phase": "decode", "stage": s, "ms": ms}
+            for m, parts in (("eager", {"y decode": 18.0, "g_s": 147.0, "h_s": 2.6}), ("openvino", {"y decode": 18.0, "g_s": 73.0, "h_s": 2.6}))
+            for s, ms in list(parts.items()) + [("total", sum(parts.values()))]]
+    fig = anatomy.figure(rows)
+    ax = fig.axes[0]
+    assert len(ax.patches) == 6 and [t.get_text() for t in ax.get_yticklabels()] == ["eager", "openvino"]
+    assert sorted(t.get_text() for t in ax.texts) == ["g_s", "g_s", "y decode", "y decode"]  # h_s too thin to label

@@ -252,3 +252,25 @@ def test_a_stored_supernet_trains_on_to_a_larger_budget_beside_the_original(smok
     assert curve.step.max() == more and any(c.startswith("val_psnr@C") for c in curve.columns)
     assert [lp["loop"] for lp in e["precision"]][-1] != "restart" and any(lp["loop"] == "restart" for lp in e["precision"])
     assert not torch.equal(longer.g_s[0].weight, net.g_s[0].weight)
+    # the learning curve from step 0: the supernet as built from the zoo model, its widest capacity that model
+    from lic import data, zoo
+    from lic.evaluate import evaluate
+
+    lc = tao.learning_curve(smoke, lam)
+    assert lc.step.tolist()[0] == 0 and lc.step.is_monotonic_increasing and len(lc) == 1 + len(
+        pd.read_csv(tao.models_dir(smoke) / m[tao.model_name(lam)]["curve"]))
+    zoo_psnr = evaluate(zoo.get(tao.ARCH, lam, smoke, train_missing=False), data.test_images(smoke)[:4], real=False,
+                        progress=False)["mean"]["psnr"]
+    assert lc[f"psnr@C{net.n_capacities}"].iloc[0] == pytest.approx(zoo_psnr, abs=1e-4)
+
+
+def test_the_supernet_curves_have_a_panel_per_lambda_and_label_each_capacity_in_place():
+    import pandas as pd
+
+    rows = [{"λ": lam, "step": step, **{f"psnr@C{c}": 28 + c + step / 1000 for c in range(1, 6)}}
+            for lam in (0.0035, 0.013, 0.025) for step in (0, 2500, 3000)]
+    fig = tao.curve_figure(pd.DataFrame(rows))
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(shown) == 3 and all(ax.get_legend() is None for ax in shown)
+    assert [t.get_text() for t in shown[0].texts] == ["C1", "C2", "C3", "C4", "C5"]
+    assert shown[0].lines[0].get_xdata()[0] == 0  # from step 0

@@ -181,6 +181,13 @@ def test_training_samples_lambda_and_saves_a_loadable_model(smoke, tmp_zoo):
         assert not torch.equal(longer(x, 0.01)["x_hat"], again(x, 0.01)["x_hat"])
     with pytest.raises(ValueError, match="continue it to more than that"):
         yin.continue_model("bmshj2018-hyperprior", smoke, "ecg+bm", smoke.vr_steps, progress=False)
+    assert yin.budgets("bmshj2018-hyperprior", "ecg+bm", smoke) == [(smoke.vr_steps, name), (more, yin.budget_name(name, more))]
+    from lic import data
+
+    rows = yin.budget_curve("bmshj2018-hyperprior", "ecg+bm", smoke, data.test_images(smoke), tmp_zoo / "measured")
+    assert [r["steps"] for r in rows] == [smoke.vr_steps, more] and all(r["FLOP reduction (×)"] > 0 for r in rows)
+    fig = budget.curve_figure(rows, "BD-rate vs zoo (%)", paper=5.0)
+    assert [t.get_text() for t in fig.axes[0].texts][-1] == "paper"
     with pytest.raises(zoo.CheckpointError, match="python -m lic.yin train --scale smoke --arch mbt2018 --variant bm"):
         yin.get("mbt2018", smoke, "bm", train_missing=False)
 
