@@ -34,12 +34,20 @@ import torch
 import torch.distributed as dist
 
 
+def _joined() -> bool:
+    """Whether this process is in a process group; under ``torchrun`` it joins on first use, so
+    that who writes and what is broadcast never depend on which call came first."""
+    if dist.is_available() and not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        init()
+    return dist.is_available() and dist.is_initialized()
+
+
 def world() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    return dist.get_world_size() if _joined() else 1
 
 
 def rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    return dist.get_rank() if _joined() else 0
 
 
 def is_main() -> bool:

@@ -188,8 +188,7 @@ from pathlib import Path
 import torch
 from lic import distributed as D, zoo
 from lic.scales import get_scale
-D.init()
-base = Path(sys.argv[1])
+base = Path(sys.argv[1])  # no D.init(): the first call that needs the process group joins it
 writes = []
 if D.rank() != 0:  # record every write the other ranks attempt under the run's folders
     def mine(p):
