@@ -81,13 +81,18 @@ def env(tmp_path):
     return e
 
 
-def _ranks(tmp_path, env, mode, nproc):
-    script = tmp_path / "ranks.py"
-    script.write_text(RANKS_AGREE)
-    r = _run([str(script), str(tmp_path), mode], env, nproc=nproc)
+def _per_rank(tmp_path, env, source, out, *args, nproc=2):
+    """Run ``source`` (given the folder and ``args``) in ``nproc`` processes (None: one, no torchrun);
+    every rank's JSON ``<out><rank>.json``, in rank order."""
+    script = tmp_path / f"{out.rstrip('-')}.py"
+    script.write_text(source)
+    r = _run([str(script), str(tmp_path), *args], env, nproc=nproc)
     assert r.returncode == 0, _err(r)
-    world = nproc or 1
-    return [json.loads((tmp_path / f"rank{world}-{i}.json").read_text()) for i in range(world)]
+    return [json.loads((tmp_path / f"{out}{i}.json").read_text()) for i in range(nproc or 1)]
+
+
+def _ranks(tmp_path, env, mode, nproc):
+    return _per_rank(tmp_path, env, RANKS_AGREE, f"rank{nproc or 1}-", mode, nproc=nproc)
 
 
 @pytest.mark.slow
@@ -174,11 +179,7 @@ out = {"stages": zoo.read_stages(S), "manifest": zoo.read_manifest(S)}
 def test_every_rank_takes_rank_0s_reading_of_the_shared_files(tmp_path, env):
     # a rank that reads stages.json just after rank 0 rewrote it took another branch and skipped a
     # barrier: rank 0 then died waiting for it (seen once in CI, at the end of a 2-process zoo run)
-    script = tmp_path / "agree.py"
-    script.write_text(AGREE)
-    r = _run([str(script), str(tmp_path)], env, nproc=2)
-    assert r.returncode == 0, _err(r)
-    got = [json.loads((tmp_path / f"agree{i}.json").read_text()) for i in range(2)]
+    got = _per_rank(tmp_path, env, AGREE, "agree")
     assert got[0] == got[1] == {"stages": {"m": {"step": 40}}, "manifest": {"m": {"steps": 120}}}
 
 
@@ -218,11 +219,7 @@ builtins.open = real_open if D.rank() != 0 else builtins.open
 
 @pytest.mark.slow
 def test_only_rank_0_writes_checkpoints_stages_manifests_and_curves(tmp_path, env):
-    script = tmp_path / "writes.py"
-    script.write_text(ONLY_RANK_0_WRITES)
-    r = _run([str(script), str(tmp_path)], env, nproc=2)
-    assert r.returncode == 0, _err(r)
-    assert json.loads((tmp_path / "writes1.json").read_text()) == []  # rank 1 wrote nothing
+    assert _per_rank(tmp_path, env, ONLY_RANK_0_WRITES, "writes")[1] == []  # rank 1 wrote nothing
     S = get_scale("smoke")
     name = zoo.model_name("bmshj2018-hyperprior", zoo.middle_lambda(S))
     manifest = json.loads((tmp_path / "zoo" / "smoke" / "manifest.json").read_text())
