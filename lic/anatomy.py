@@ -4,15 +4,11 @@
     bound = amdahl_bound(rows, "zoo", stage_macs(model), stage_macs(other))
 
 The stages are the calls CompressAI's ``compress`` / ``decompress`` make, timed where they are
-made (the model's code is not copied): the transforms (``g_a``, ``h_a``, ``h_s``, ``g_s``), the
-entropy coding of z and y, the scale → index table, and the serial autoregressive loop of mbt2018
-and cheng2020-attn (which calls the context model and the coder per latent and is timed as one
-stage). A call made inside another timed one counts for the outer one only; what no stage covers
-(padding, copies, ``clamp``) is ``other``. Works the same on a deployed model (:mod:`lic.deploy`).
+made (:mod:`lic.stages`): the transforms, the entropy coding of z and y, the scale → index table,
+the autoregressive loop; what no stage covers (padding, copies, ``clamp``) is ``other``. Works the same on a deployed model (:mod:`lic.deploy`).
 """
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 
@@ -21,69 +17,7 @@ from tqdm import tqdm
 
 from .data import pad_to, to_tensor
 from .evaluate import MIN_SIZE, PAD, macs
-
-# (attribute path, stage name); modules are timed through their forward
-STAGES = (
-    ("g_a", "g_a"), ("h_a", "h_a"), ("h_s", "h_s"), ("g_s", "g_s"),
-    ("entropy_bottleneck.compress", "z encode"), ("entropy_bottleneck.decompress", "z decode"),
-    ("gaussian_conditional.build_indexes", "index table"),
-    ("gaussian_conditional.compress", "y encode"), ("gaussian_conditional.decompress", "y decode"),
-    ("_compress_ar", "autoregressive loop"), ("_decompress_ar", "autoregressive loop"),
-)
-TRANSFORM_STAGES = ("g_a", "h_a", "h_s", "g_s")  # the stages whose work is MACs
-DECODE_ORDER = ("z decode", "h_s", "index table", "y decode", "autoregressive loop", "g_s", "other")
-ENCODE_ORDER = ("g_a", "h_a", "z encode", "z decode", "h_s", "index table", "y encode",
-                "autoregressive loop", "other")
-
-
-class _Clock:
-    def __init__(self):
-        self.depth, self.seconds = 0, {}
-
-    def wrap(self, stage, fn):
-        def timed(*args, **kwargs):
-            if self.depth:  # inside another timed stage: that one counts it
-                return fn(*args, **kwargs)
-            self.depth += 1
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
-                self.depth -= 1
-        return timed
-
-
-def _resolve(model, path):
-    obj = model
-    *owners, name = path.split(".")
-    for o in owners:
-        obj = getattr(obj, o, None)
-        if obj is None:
-            return None, None
-    if not hasattr(obj, name):
-        return None, None
-    return obj, name
-
-
-@contextlib.contextmanager
-def stage_clock(model):
-    """Time ``model``'s stages while the block runs; yields the clock (``clock.seconds``)."""
-    clock, patched = _Clock(), []
-    for path, stage in STAGES:
-        owner, name = _resolve(model, path)
-        if owner is None:
-            continue
-        target = getattr(owner, name)
-        if isinstance(target, torch.nn.Module):  # time the module's forward, wherever it is called from
-            owner, name, target = target, "forward", target.forward
-        owner.__dict__[name] = clock.wrap(stage, target)
-        patched.append((owner, name))
-    try:
-        yield clock
-    finally:
-        for owner, name in patched:
-            del owner.__dict__[name]
+from .stages import DECODE_ORDER, ENCODE_ORDER, TRANSFORM_STAGES, stage_clock  # noqa: F401 (re-exported)
 
 
 @torch.no_grad()
@@ -147,9 +81,22 @@ def amdahl_bound(rows, reference: str, ref_macs: dict, point_macs: dict, phase="
     stage's time scaled with its MACs and every other stage (entropy coding, index table,
     autoregressive loop, other) stayed as it is: reference total ÷ Σ stage time × MAC ratio."""
     t = {r["stage"]: r["ms"] for r in rows if r["model"] == reference and r["phase"] == phase and r["stage"] != "total"}
-    new = sum(ms * (point_macs[s] / ref_macs[s] if s in TRANSFORM_STAGES and ref_macs.get(s) else 1.0)
-              for s, ms in t.items())
-    return sum(t.values()) / new
+    return bound(t, ref_macs, point_macs)
+
+
+def bound(stage_ms: dict, ref_macs: dict, point_macs: dict) -> float:
+    """:func:`amdahl_bound` from the reference's stage times ({stage: ms}) directly."""
+    new = sum(ms * (point_macs.get(s, 0) / ref_macs[s] if s in TRANSFORM_STAGES and ref_macs.get(s) else 1.0)
+              for s, ms in stage_ms.items())
+    return sum(stage_ms.values()) / new if new > 0 else float("inf")
+
+
+def savings_in(ref_macs: dict, point_macs: dict) -> str:
+    """The transform stage where a point saves the most MACs against its reference ("none" when it
+    saves none)."""
+    cut = {s: ref_macs.get(s, 0) - point_macs.get(s, 0) for s in TRANSFORM_STAGES}
+    best = max(cut, key=cut.get)
+    return best if cut[best] > 0 else "none"
 
 
 def shares(rows, model: str, phase="decode") -> dict:
@@ -158,30 +105,39 @@ def shares(rows, model: str, phase="decode") -> dict:
 
 
 def figure(rows, phase="decode"):
-    """Where ``phase`` time goes, one horizontal bar per model, stages stacked in milliseconds and
-    labelled in place when wide enough (the book's column width)."""
+    """Where ``phase`` time goes: one horizontal bar per model, its stages stacked as shares of its
+    time (so a 10 ms and a 500 ms decode read alike), each model's total in ms at the bar's end,
+    stages labelled in place when wide enough; a fixed colour per stage."""
+    import seaborn as sns
+
     from . import report
 
     models = list(dict.fromkeys(r["model"] for r in rows if r["phase"] == phase))
     stages = list(dict.fromkeys(r["stage"] for r in rows if r["phase"] == phase and r["stage"] != "total"))
-    fig, axes = report.figure(1, 1, height=0.5 + 0.45 * len(models))
+    order = list(DECODE_ORDER if phase == "decode" else ENCODE_ORDER) + list(TRANSFORM_STAGES)
+    stages.sort(key=lambda s: order.index(s) if s in order else len(order))
+    palette = dict(zip(order, sns.color_palette("tab10", 10) + sns.color_palette("Dark2", 8)))
+    fig, axes = report.figure(1, 1, height=0.9 + 0.4 * len(models))
     ax = axes[0][0]
     ms = {(r["model"], r["stage"]): r["ms"] for r in rows if r["phase"] == phase}
-    widest = max(ms.get((m, "total"), 0.0) for m in models) or 1.0
     for i, m in enumerate(models):
+        total = ms.get((m, "total")) or sum(ms.get((m, s), 0.0) for s in stages) or 1.0
         left = 0.0
         for s in stages:
-            w = ms.get((m, s), 0.0)
-            ax.barh(i, w, left=left, color=report.color_of(s), edgecolor="white", linewidth=0.5)
-            if w > 0.08 * widest:
+            w = 100 * ms.get((m, s), 0.0) / total
+            ax.barh(i, w, left=left, color=palette.get(s, "grey"), edgecolor="white", linewidth=0.5)
+            if w > 9:
                 ax.text(left + w / 2, i, s, ha="center", va="center", fontsize=7, color="white")
             left += w
+        ax.text(101, i, f"{total:.0f} ms", va="center", fontsize=7)
     ax.set_yticks(range(len(models)), models)
     ax.invert_yaxis()
-    ax.set(xlabel=f"{phase} time (ms), stage by stage")
+    ax.set_xlim(0, 115)
+    ax.set_xticks(range(0, 101, 25))
+    ax.set(xlabel=f"share of {phase} time (%), stage by stage")
     from matplotlib.patches import Patch
 
-    fig.legend(handles=[Patch(color=report.color_of(s), label=s) for s in stages], loc="lower center",
-               ncol=min(6, len(stages)), fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0.12 + 0.08 * ((len(stages) - 1) // 6), 1, 1))  # the legend below the bars
+    fig.legend(handles=[Patch(color=palette.get(s, "grey"), label=s) for s in stages], loc="lower center",
+               ncol=min(4, len(stages)), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.1 + 0.05 * ((len(stages) - 1) // 4), 1, 1))  # the legend below the bars
     return fig

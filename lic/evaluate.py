@@ -21,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from .data import crop_back, pad_to, to_tensor
+from .stages import stage_clock
 
 PAD = 64          # every architecture here downsamples by 64 (g_a x16, h_a x4)
 MIN_SIZE = 64
@@ -364,32 +365,45 @@ def interleaved_times(models: dict, images, repeats=5, progress=True, desc="timi
     ``models``: {name: codec with CompressAI's contract}, each ``update()``-ed and in eval mode.
     Returns {name: {"encode_ms", "decode_ms" (median over repeats of the per-repeat mean over
     images), "encode_spread_pct", "decode_spread_pct" ((max − min) / median of those per-repeat
-    means), "repeats"}}.
+    means), "decode_stages_ms" ({stage: median ms}: where the decode time went, :mod:`lic.stages`),
+    "decoded" ([{psnr, bpp}] per image: what each model's timed bitstreams decode to), "repeats"}}.
     """
-    xs = [pad_to(to_tensor(img), PAD, MIN_SIZE)[0] for _, img in images]
-    streams = {}
-    for name, m in models.items():  # warm-up, and the bitstreams each decode times
+    pads = [pad_to(to_tensor(img), PAD, MIN_SIZE) for _, img in images]
+    xs = [x for x, _ in pads]
+    streams, decoded = {}, {}
+    for name, m in models.items():  # warm-up, the bitstreams each decode times, and what they decode to
         m.eval()
         streams[name] = [m.compress(x) for x in xs]
-        for enc in streams[name]:
-            m.decompress(enc["strings"], enc["shape"])
+        decoded[name] = []
+        for (x, size), enc in zip(pads, streams[name]):
+            x_dec = crop_back(m.decompress(enc["strings"], enc["shape"])["x_hat"], size).clamp(0, 1)
+            decoded[name].append({"psnr": psnr(x_dec, crop_back(x, size)),
+                                  "bpp": 8 * bitstream_bytes(enc["strings"]) / (size[0] * size[1])})
     enc_t = {n: [] for n in models}
     dec_t = {n: [] for n in models}
+    stages = {n: [] for n in models}
     for _ in tqdm(range(repeats), desc=desc, disable=not progress, leave=False):
         for name, m in models.items():
             e = d = 0.0
+            per = {}
             for x, enc in zip(xs, streams[name]):
                 t0 = time.perf_counter()
                 m.compress(x)
-                t1 = time.perf_counter()
-                m.decompress(enc["strings"], enc["shape"])
-                d += time.perf_counter() - t1
+                with stage_clock(m) as clock:
+                    t1 = time.perf_counter()
+                    m.decompress(enc["strings"], enc["shape"])
+                    d += time.perf_counter() - t1
                 e += t1 - t0
+                for st, v in clock.seconds.items():
+                    per[st] = per.get(st, 0.0) + v
             enc_t[name].append(1e3 * e / len(xs))
             dec_t[name].append(1e3 * d / len(xs))
+            stages[name].append({st: 1e3 * v / len(xs) for st, v in per.items()}
+                                | {"other": 1e3 * (d - sum(per.values())) / len(xs)})
 
     def spread(ts):
         return (max(ts) - min(ts)) / statistics.median(ts) * 100
     return {n: {"encode_ms": statistics.median(enc_t[n]), "decode_ms": statistics.median(dec_t[n]),
                 "encode_spread_pct": spread(enc_t[n]), "decode_spread_pct": spread(dec_t[n]),
-                "repeats": repeats} for n in models}
+                "decode_stages_ms": {st: statistics.median(r.get(st, 0.0) for r in stages[n]) for st in dict.fromkeys(k for r in stages[n] for k in r)},
+                "decoded": decoded[n], "repeats": repeats} for n in models}

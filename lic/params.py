@@ -198,6 +198,12 @@ def _yin_variants():
     return VARIANTS
 
 
+def _runtimes():
+    from .deploy import RUNTIMES
+
+    return RUNTIMES
+
+
 def _point_chapters():
     from .points import CHAPTERS  # not lic.synthesis: a chapter's recipe would then hold all of it
     return CHAPTERS
@@ -224,7 +230,8 @@ CHECKS = {
                "blocks": numbers(16), "label_crops": integer(8, optional=True),
                "agent_steps": integer(1, optional=True), "timed_images": integer(1)},
     "06_synthesis": {**COMMON, "chapters": names(_point_chapters), "timed_images": integer(1),
-                     "rate_budget": number(0, open_lo=True)},
+                     "rate_budget": number(0, open_lo=True), "runtimes": names(_runtimes),
+                     "width_check": integer(0, 3)},
 }
 
 

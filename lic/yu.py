@@ -470,6 +470,34 @@ def int8(model, kind: str, batches, latent_float=False):
     return q
 
 
+def ao_rows(models: list, batches, images, timed: int, repeats: int, sweep_images) -> tuple:
+    """(rows, curves): each (kind, name, float model) in torch.ao FX int8, all layers and (not for
+    the RNN codec, whose latent is its ±1 bits) the latent layers float: quality and rate on
+    ``images``, storage, encode/decode speed-up against float in one interleaved run on the first
+    ``timed``, and the thread check; for the RNN codec, its iteration curves float and int8."""
+    from .evaluate import serialized_bytes
+
+    rows, curves = [], {}
+    for kind, name, model in models:
+        variants = {"int8": int8(model, kind, batches)}
+        if kind != "rnn":
+            variants["int8, latent layers float"] = int8(model, kind, batches, latent_float=True)
+        t = interleaved_times({"float": model, **variants}, images[:timed], repeats=repeats, progress=False)
+        f = quality(model, images)
+        for vname, q in variants.items():
+            i8 = quality(q, images)
+            rows.append({"kind": kind, "model": name, "variant": vname, "psnr_float": f["psnr"], "psnr_int8": i8["psnr"],
+                         "bpp_float": f["bpp"], "bpp_int8": i8["bpp"], "MB float": serialized_bytes(model) / 1e6,
+                         "MB int8": serialized_bytes(q) / 1e6,
+                         "encode speed-up": t["float"]["encode_ms"] / t[vname]["encode_ms"],
+                         "decode speed-up": t["float"]["decode_ms"] / t[vname]["decode_ms"],
+                         "spread (%)": max(t[k][f"{s_}_spread_pct"] for k in t for s_ in ("encode", "decode")),
+                         "threads": thread_check(q, images[0][1]), "threads_float": thread_check(model, images[0][1])})
+        if kind == "rnn":
+            curves["rnn"] = iteration_curves(model, variants["int8"], sweep_images)
+    return rows, curves
+
+
 INT8_ARCH = "bmshj2018-hyperprior"  # the zoo model the chapter quantizes
 
 
@@ -485,16 +513,86 @@ def int8_point(scale: Scale, arch: str, lmbda: float, latent_float: bool, root=N
     return q
 
 
+# ---------------------------------------------------------------------------------------------
+# int8 that pays on this CPU: NNCF post-training quantization into OpenVINO (lic.deploy)
+
+NNCF_ARCHS = ("bmshj2018-hyperprior", "mbt2018-mean")
+NNCF_MAX_DROP_DB = 0.1   # accuracy control: at most this PSNR lost on the validation images
+NNCF_CALIBRATION = 64    # training crops whose ŷ calibrate g_s
+NNCF_F32 = "OpenVINO f32"
+NNCF_VARIANTS = ("g_s int8 (NNCF)", f"g_s int8 (NNCF, ≤ {NNCF_MAX_DROP_DB:g} dB)")
+
+
+def nncf_point(scale: Scale, arch: str, lmbda: float, accuracy_control: bool, root=None):
+    """The zoo model deployed to OpenVINO with g_s in int8 by NNCF (decoder-only: the bitstream is
+    the f32 encoder's): calibrated on :data:`NNCF_CALIBRATION` seeded training crops' ŷ, with
+    ``accuracy_control`` NNCF's accuracy-controlled mode on the validation images (never the test
+    set). An operating point's rebuild; ``mac_reference`` is the float model."""
+    from . import deploy, zoo
+
+    model = zoo.get(arch, lmbda, scale, root=root, train_missing=False)
+    calib = deploy.calibration_latents(model, lic_data.train_set(scale, root, seed=1).batch(NNCF_CALIBRATION,
+                                                                                         min(256, scale.crop * 2)))
+    spec = (deploy.Int8(calib, deploy.validation_pairs(model, lic_data.validation_images(scale, root)), NNCF_MAX_DROP_DB)
+            if accuracy_control else calib)
+    q = deploy.deploy(model, "openvino", int8={"g_s": spec})
+    q.update(force=True)
+    q.__dict__["mac_reference"] = model
+    return q.eval()
+
+
+def nncf_rows(lambdas, scale: Scale, images, timed: int, archs=NNCF_ARCHS, root=None, progress=True) -> tuple:
+    """(rows, BD-rates): per architecture and λ, the zoo model in eager PyTorch, in OpenVINO f32 and
+    in each :data:`NNCF_VARIANTS`, quality and rate on ``images`` (real bitstreams), decode time in one
+    interleaved run on the first ``timed`` (speed-ups against OpenVINO f32 and against eager); per
+    architecture and variant, the BD-rate against f32 (eager) over ``lambdas``."""
+    from tqdm import tqdm
+
+    from . import deploy, zoo
+    from .evaluate import bd
+
+    rows = []
+    for arch in archs:
+        for lam in tqdm(lambdas, desc=f"NNCF int8 {arch}", disable=not progress, leave=False):
+            f32 = zoo.get(arch, lam, scale, root=root, train_missing=False)
+            models = {"eager": f32, NNCF_F32: deploy.deploy(f32, "openvino")}
+            for v, ac in zip(NNCF_VARIANTS, (False, True)):
+                models[v] = nncf_point(scale, arch, lam, ac, root=root)
+            t = interleaved_times(models, images[:timed], repeats=scale.timing_repeats, progress=False)
+            base = evaluate(f32, images, real=True, timed=0, progress=False)["mean"]
+            for v in (NNCF_F32,) + NNCF_VARIANTS:
+                q = evaluate(models[v], images, real=True, timed=0, progress=False)["mean"]
+                rows.append({"arch": arch, "lambda": lam, "variant": v, "psnr_float": base["psnr"], "psnr": q["psnr"],
+                             "bpp_float": base["bpp"], "bpp": q["bpp"], "decode_ms": t[v]["decode_ms"],
+                             "decode speed-up vs OpenVINO f32": t[NNCF_F32]["decode_ms"] / t[v]["decode_ms"],
+                             "decode speed-up vs eager": t["eager"]["decode_ms"] / t[v]["decode_ms"],
+                             "spread (%)": max(t[k]["decode_spread_pct"] for k in t)})
+    bds = []
+    for arch in archs:
+        for v in (NNCF_F32,) + NNCF_VARIANTS:
+            g = [r for r in rows if r["arch"] == arch and r["variant"] == v]
+            if len(g) >= 2:
+                got = bd({"bpp": [r["bpp_float"] for r in g], "psnr": [r["psnr_float"] for r in g]},
+                         {"bpp": [r["bpp"] for r in g], "psnr": [r["psnr"] for r in g]})
+                bds.append({"arch": arch, "variant": v, "BD-rate vs f32 (%)": got["bd_rate"], "BD-PSNR (dB)": got["bd_psnr"],
+                            "decode speed-up vs OpenVINO f32 (x)": sum(r["decode speed-up vs OpenVINO f32"] for r in g) / len(g)})
+    return rows, bds
+
+
 def register_points(lambdas, scale: Scale, arch: str = INT8_ARCH) -> list:
-    """The chapter's operating points for 06_synthesis: the zoo model in int8, all layers or the two
-    latent layers float, at every λ (rebuilt by quantizing again; nothing stored)."""
+    """The chapter's operating points for 06_synthesis: the zoo model in int8 (torch.ao FX), all
+    layers or the two latent layers float, at every λ; and the NNCF int8 decoders of
+    :data:`NNCF_ARCHS` (:func:`nncf_point`). Rebuilt by quantizing again; nothing stored."""
     from . import points
 
     return points.publish(CHAPTER, scale, [
         points.register(CHAPTER, scale, method="int8 (Yu)", arch=arch, lmbda=lam,
                         variant="latent layers float" if lf else "all int8", rebuild="lic.yu:int8_point",
                         spec={"arch": arch, "lmbda": lam, "latent_float": lf})
-        for lam in lambdas for lf in (False, True)])
+        for lam in lambdas for lf in (False, True)]
+        + [points.register(CHAPTER, scale, method="int8 g_s (NNCF)", arch=a, lmbda=lam, variant=v,
+                           rebuild="lic.yu:nncf_point", spec={"arch": a, "lmbda": lam, "accuracy_control": ac})
+           for a in NNCF_ARCHS for lam in lambdas for v, ac in zip(NNCF_VARIANTS, (False, True))])
 
 
 @torch.no_grad()

@@ -105,6 +105,27 @@ def test_amdahl_bound_scales_only_the_transform_stages():
     assert anatomy.amdahl_bound(rows, "zoo", ref, {**ref, "g_s": 5}) == pytest.approx(100 / 60)
     assert anatomy.amdahl_bound(rows, "zoo", ref, {**ref, "h_s": 0}) == pytest.approx(100 / 95)  # ERHP's ceiling
     assert anatomy.amdahl_bound(rows, "zoo", ref, ref) == pytest.approx(1.0)
+    assert anatomy.savings_in(ref, {**ref, "h_s": 0}) == "h_s" and anatomy.savings_in(ref, ref) == "none"
+
+
+def test_stage_macs_put_each_transforms_macs_in_its_stage_and_reach_through_wrappers(smoke, images):
+    from lic.evaluate import macs
+    from lic.models.slimmable import AtCapacity, SlimMeanScale
+    from lic.stages import stage_macs
+
+    m = _model("bmshj2018-hyperprior", smoke)
+    x = pad_to(to_tensor(images[0][1])[..., :64, :64], 64, 64)[0]
+    got = stage_macs(m, x)
+    y_hat = torch.round(m.g_a(x))
+    assert got["decode"]["g_s"] == macs(m.g_s, y_hat) and got["encode"]["g_a"] == macs(m.g_a, x)
+    assert sum(v for s, v in got["decode"].items() if s != "total") == got["decode"]["total"]
+    assert got["decode"]["other"] == 0  # a hyperprior's decode: every MAC is in a transform
+    torch.manual_seed(0)
+    net = SlimMeanScale(32, 48, (0.5, 1.0)).eval()
+    net.update(force=True)
+    slim, full = (stage_macs(AtCapacity(net, c), x)["decode"] for c in (0, 1))
+    assert 0 < slim["g_s"] < 0.5 * full["g_s"] and slim["h_s"] == full["h_s"]  # only g_s is slimmed
+    assert "forward" not in vars(net.g_s)  # the wrappers are gone after the block
 
 
 def test_the_synthesis_times_a_deployed_twin_of_every_point_and_says_which_do_not_deploy(smoke, images, monkeypatch):
@@ -118,9 +139,15 @@ def test_the_synthesis_times_a_deployed_twin_of_every_point_and_says_which_do_no
             raise deploy.DeployError("g_a of ScaleHyperprior does not export to openvino: RuntimeError: packed weights")
         return real(model, runtime, **kw)
     monkeypatch.setattr(deploy, "deploy", deploy_or_refuse)
-    got, check = synthesis.deployed({"a": ok, "b": bad}, "openvino", images[:1])
+    got, refused = synthesis.deployed({"a": ok, "b": bad}, "openvino")
     assert list(got) == ["a@openvino"] and isinstance(got["a@openvino"].g_s, deploy.OpenVINOModule)
-    assert check["a"].startswith("ok: PSNR within 0.0") and check["b"].startswith("not deployed: ")
+    assert list(refused) == ["b"] and refused["b"].startswith("not deployed: g_a of ScaleHyperprior")
+    again, refused = synthesis.deployed(got, "openvino")  # a deployment is not deployed twice
+    assert not again and "openvino model already" in refused["a@openvino"]
+    from lic.evaluate import interleaved_times
+    t = interleaved_times({"a": ok, **got}, images[:1], repeats=1, progress=False)
+    check = synthesis.decode_check(t["a"], t["a@openvino"])
+    assert check["text"].startswith("ok: PSNR within 0.0") and check["psnr_db"] < 0.01 and check["bpp_pct"] == 0
 
 
 def test_int8_with_accuracy_control_stays_within_its_drop_on_the_validation_pairs(smoke, images):

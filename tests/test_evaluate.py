@@ -218,3 +218,16 @@ def test_only_untimed_measurements_are_shared(smoke, tmp_path, monkeypatch):
     assert ev.share_untimed(kept, elsewhere) == 1
     monkeypatch.setattr(ev, "summarize", lambda *a, **k: pytest.fail("measured again"))
     assert ev.quality_cached(model, images, elsewhere) == untimed
+
+
+def test_interleaved_times_say_where_each_decode_went(smoke):
+    torch.manual_seed(0)
+    model = zoo.build_for("bmshj2018-hyperprior", smoke).eval()
+    model.update(force=True)
+    img = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    t = ev.interleaved_times({"m": model}, [("x", img)], repeats=3, progress=False)["m"]
+    stages = t["decode_stages_ms"]
+    assert set(stages) == {"z decode", "h_s", "index table", "y decode", "g_s", "other"}
+    assert all(v >= 0 for k, v in stages.items() if k != "other")
+    assert sum(stages.values()) == pytest.approx(t["decode_ms"], rel=0.2)  # medians of parts vs of totals
+    assert "forward" not in vars(model.g_s)

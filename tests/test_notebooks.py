@@ -26,7 +26,8 @@ def test_source_notebooks_are_clean_and_parameterized():
 # are covered by test_yin's round trips. Passing them exercises the parameters a rerun would pass.
 SMOKE_PARAMETERS = {"00_baselines": {"timed_images": 1, "speed_steps": 10},
                     "03_yin": {"timed_images": 1, "archs": "bmshj2018-hyperprior,mbt2018-mean"},
-                    "04_yu": {"timed_images": 1}, "05_tao": {"timed_images": 1}, "06_synthesis": {"timed_images": 1}}
+                    "04_yu": {"timed_images": 1}, "05_tao": {"timed_images": 1},
+                    "06_synthesis": {"timed_images": 1, "width_check": 1}}
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +196,13 @@ def test_yu_results(executed):
     assert {"g_a.0", "g_s.0", "h_s.0"} <= {r["layer"] for r in res["int8_layers"]}
     for r in res["storage"]:
         assert r["fp16_bytes"] < r["fp32_bytes"]
+    nncf = res["nncf"]  # the NNCF decoders: every architecture, λ and variant; the f32 encoder's bitstream
+    assert {(r["arch"], r["variant"]) for r in nncf} == {(a, v) for a in yu.NNCF_ARCHS for v in (yu.NNCF_F32,) + yu.NNCF_VARIANTS}
+    for r in nncf:
+        assert r["bpp"] == pytest.approx(r["bpp_float"], rel=0.02) and r["psnr"] > 5 and r["decode_ms"] > 0
+    assert {(r["arch"], r["variant"]) for r in res["nncf_bd"]} == {(r["arch"], r["variant"]) for r in nncf}
+    n_lam = len({r["lambda"] for r in nncf})
+    assert len(res["points"]) == 2 * n_lam + len(yu.NNCF_ARCHS) * len(yu.NNCF_VARIANTS) * n_lam  # torch.ao's and NNCF's
     st = {(r["codec"], r["model"]): r for r in res["storage"]}
     for c in yu.CODECS:
         full = "+".join(yu.components(c))
@@ -271,7 +279,23 @@ def test_synthesis_results(executed):
         assert erhp_part["variant"] == "ERHP"  # only ERHP is stacked, not its controls
         assert s["psnr"] == pytest.approx(liao_part["psnr"], abs=1e-6)  # g_s from Liao, y unchanged
         assert s["bpp"] == pytest.approx(erhp_part["bpp"], rel=1e-9)  # the hyper path (the rate) from ERHP
-    assert [c["id"] for c in res["claims"]] == ["synth-budget", "synth-macs-to-time", "synth-stack"]
+    assert [c["id"] for c in res["claims"]] == ["synth-budget", "synth-macs-to-time", "synth-stack", "synth-runtime",
+                                                "synth-int8"]
+    # deployed: every zoo model timed in OpenVINO too, decoding what eager decodes; the NNCF points time as they are
+    for r in rows.values():
+        if r["method"] == "zoo":
+            assert r["decode_ms@openvino"] > 0 and r["deploy@openvino"].startswith("ok: PSNR within")
+            assert r["deploy_dpsnr_db@openvino"] < 0.05 and r["amdahl_bound"] == pytest.approx(1.0)
+            assert {"g_s", "y decode", "z decode"} <= set(r["decode_stages_ms"])
+        if r["method"] == "int8 g_s (NNCF)":
+            assert r["runtime"] == "openvino" and "openvino model already" in r["deploy@openvino"]
+        if r["chapter"] == "01_liao":
+            assert r["amdahl_bound"] > 1 and r["savings_in"] == "g_s"
+    assert {o["runtime"] for o in res["options"]} == {"eager", "openvino"}
+    assert [d["decode budget (x zoo eager)"] for d in res["decisions"]][:3] == [1.0, 0.75, 0.5]
+    assert {r["model"] for r in res["anatomy"]} >= {"bmshj2018-hyperprior, eager", "bmshj2018-hyperprior, openvino"}
+    assert res["widths"] and {r["N"] for r in res["widths"]} == {64}  # width_check=1
+    assert all(r["speedup"] == 1.0 for r in res["widths"] if r["geometry"] == "full")
     assert next(c for c in res["claims"] if c["id"] == "synth-stack")["verdict"] != "not testable here"  # stacked above
 
 

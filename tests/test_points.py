@@ -128,13 +128,17 @@ def test_compare_measures_against_the_zoo_of_the_same_architecture():
 
     def row(method, lam, bpp, psnr, dec, macs=100):
         return {"method": method, "arch": "a", "lambda": lam, "bpp": bpp, "psnr": psnr, "decode_ms": dec,
-                "encode_ms": 10.0, "decode_macs": macs, "name": f"{method}{lam}"}
+                "encode_ms": 10.0, "decode_macs": macs, "name": f"{method}{lam}",
+                "decode_stages_ms": {"y decode": 10.0, "g_s": 40.0},
+                "decode_stage_macs": {"h_s": 0, "g_s": macs, "other": 0}}
     zoo = [row("zoo", 1, 0.2, 28.0, 50.0), row("zoo", 2, 0.4, 30.0, 50.0), row("zoo", 3, 0.8, 32.0, 50.0)]
     p = row("m", 2, 0.44, 30.0, 40.0, macs=50)  # 10 % more bits for the zoo's PSNR at λ=2, 1.25x faster
     out = {r["name"]: r for r in synthesis.compare(zoo + [p])}
     assert out["m2"]["rate_vs_zoo_pct"] == pytest.approx(10.0)
     assert out["m2"]["decode_speedup"] == pytest.approx(1.25)
     assert out["m2"]["decode_mac_reduction"] == pytest.approx(2.0)
+    assert out["m2"]["amdahl_bound"] == pytest.approx(50 / (10 + 20)) and out["m2"]["savings_in"] == "g_s"
+    assert out["zoo2"]["amdahl_bound"] == pytest.approx(1.0) and out["zoo2"]["savings_in"] == "none"
     assert out["zoo2"]["rate_vs_zoo_pct"] == pytest.approx(0.0, abs=1e-9)
     use = synthesis.what_to_use([{"method": "m", "arch": "a", "variant": "v", "BD-rate vs zoo (%)": float("nan"),
                                   "Δrate at equal PSNR (%)": 1.0, "decode speed-up (x)": 1.25, "decode spread (%)": 5.0}],
@@ -230,11 +234,36 @@ def test_the_study_questions_are_decided_per_case_with_the_bars_of_claims_csv():
     got = {c["id"]: c for c in synthesis.claims_for(fams, [add, {**add, "Δrate stacked (%)": 11.0}], bars)}
     assert got["synth-budget"]["verdict"] == "partly reproduced" and got["synth-budget"]["ours"].startswith("1 of 2")
     assert got["synth-macs-to-time"]["verdict"] == "partly reproduced"
-    assert got["synth-macs-to-time"]["ours"] == "1 of 2 families; they keep 30–100 % of their MAC gain as speed-up"
+    assert got["synth-macs-to-time"]["ours"] == ("1 of 2 families; they keep 30–100 % of their bound's gain "
+                                                 "(1 of 2 keep 0.5 of the plain MAC gain)")
+    # measured stage times bound family b's 2x fewer MACs at 1.5x (its cut lands in a stage of ~2/3 of
+    # the decode): 1.30x keeps 60 % of what the cut can buy
+    bound = {c["id"]: c for c in synthesis.claims_for(fams[:-1] + [{**fams[-1], "Amdahl bound (x)": 1.5}], [add], bars)}
+    assert bound["synth-macs-to-time"]["verdict"] == "reproduced"
+    assert "synth-runtime" not in got  # nothing deployed: no runtime claim
     assert got["synth-stack"]["verdict"] == "partly reproduced"  # +0.3 pp holds, +1.0 pp does not
     claims.check(list(got.values()))
     none = {c["id"]: c["verdict"] for c in synthesis.claims_for(zoo, [], bars)}
     assert set(none.values()) == {"not testable here"}
+
+
+def test_the_runtime_claim_needs_speed_beyond_the_spread_and_the_same_decode():
+    import pandas as pd
+
+    from lic import claims, synthesis
+
+    bars = pd.read_csv(claims.PAPERS / "claims.csv")
+
+    def zoo(arch, speed, dpsnr, spread=5.0):
+        return {"method": synthesis.ZOO, "arch": arch, "variant": "zoo", "BD-rate vs zoo (%)": 0.0,
+                "Δrate at equal PSNR (%)": 0.0, "decode speed-up (x)": 1.0, "decode MACs (x fewer)": 1.0,
+                "decode spread (%)": spread, "decode speed-up (x)@openvino": speed, "decode spread (%)@openvino": spread,
+                "max |ΔPSNR| deployed (dB)@openvino": dpsnr, "max |Δbpp| deployed (%)@openvino": 0.0}
+    c = synthesis.runtime_claim([zoo("a", 1.7, 0.0), zoo("b", 1.03, 0.0), zoo("c", 2.0, 0.3)], bars)
+    assert c["verdict"] == "partly reproduced"  # b: inside its spread; c: decodes to something else
+    assert c["ours"] == "1 of 3 architectures; the zoo models decode 1.03–2.00× faster"
+    assert synthesis.runtime_claim([zoo("a", 1.7, 0.0)], bars)["verdict"] == "reproduced"
+    claims.check([c])
 
 
 def _row(method, variant, rate, eager, ov=None, spread=5.0):
@@ -273,3 +302,27 @@ def test_the_anatomy_figure_stacks_each_models_stages_and_labels_the_wide_ones()
     ax = fig.axes[0]
     assert len(ax.patches) == 6 and [t.get_text() for t in ax.get_yticklabels()] == ["eager", "openvino"]
     assert sorted(t.get_text() for t in ax.texts) == ["g_s", "g_s", "y decode", "y decode"]  # h_s too thin to label
+
+
+def test_each_cpu_keeps_its_ratios_and_the_page_reads_them_side_by_side(tmp_path, monkeypatch):
+    import json
+
+    from lic import synthesis
+    from lic.scales import get_scale
+
+    S = get_scale("smoke")
+    fam = {"method": "Liao", "arch": "a", "variant": "r=0.55", "decode speed-up (x)": 1.3, "decode spread (%)": 4.0,
+           "decode speed-up (x)@openvino": 2.4, "BD-rate vs zoo (%)": 5.0}
+    zoo = {"method": synthesis.ZOO, "arch": "a", "variant": "zoo", "decode speed-up (x)": 1.0,
+           "decode speed-up (x)@openvino": 1.8}
+    monkeypatch.setattr(synthesis, "cpu_model", lambda: "AMD EPYC (family 25, model 17), AVX512")
+    first = synthesis.keep_speedups([zoo, fam], S, root=tmp_path)
+    monkeypatch.setattr(synthesis, "cpu_model", lambda: "Intel Xeon (family 6, model 143), AVX512")
+    synthesis.keep_speedups([{**fam, "decode speed-up (x)": 1.1}], S, root=tmp_path)
+    kept = json.loads(first.read_text())
+    assert first.name.startswith("amd-epyc-family-25-model-17-avx512-") and "BD-rate vs zoo (%)" not in kept["families"][1]
+    assert not any("_ms" in k for f in kept["families"] for k in f)  # ratios only, never times
+    rows = {r["family"]: r for r in synthesis.speedups_by_cpu(S, root=tmp_path)}
+    liao = rows["Liao (r=0.55)"]
+    assert sorted(v for k, v in liao.items() if "threads" in k) == [1.1, 1.3]
+    assert sum("threads" in k for k in rows["zoo (zoo)"]) == 1  # the second CPU kept no deployed zoo
