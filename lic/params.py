@@ -198,10 +198,7 @@ def _yin_variants():
     return VARIANTS
 
 
-def _runtimes():
-    from .deploy import RUNTIMES
-
-    return RUNTIMES
+RUNTIMES = ("eager", "openvino")  # lic.deploy.RUNTIMES (not imported: every chapter reads this module)
 
 
 def _point_chapters():
@@ -230,7 +227,7 @@ CHECKS = {
                "blocks": numbers(16), "label_crops": integer(8, optional=True),
                "agent_steps": integer(1, optional=True), "timed_images": integer(1)},
     "06_synthesis": {**COMMON, "chapters": names(_point_chapters), "timed_images": integer(1),
-                     "rate_budget": number(0, open_lo=True), "runtimes": names(_runtimes),
+                     "rate_budget": number(0, open_lo=True), "runtimes": names(RUNTIMES),
                      "width_check": integer(0, 3)},
 }
 

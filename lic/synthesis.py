@@ -76,7 +76,7 @@ def path_macs(model, x, scale: float = 1.0) -> dict:
 
 
 def measure(entries: list, images, scale, root=None, timed=3, repeats=None, progress=True, cache_dir=None,
-            timing_dir=None, runtimes=("eager",)) -> list:
+            timing_dir=None, runtimes=("eager",), loaded=None) -> list:
     """One row per point (see the module's docstring), timed in one interleaved run per architecture
     (:func:`timed_per_arch`). With ``cache_dir`` (``runs/<scale>/measured``), quality and rate come
     from what a chapter already measured for the same weights where the weights define the model,
@@ -85,8 +85,9 @@ def measure(entries: list, images, scale, root=None, timed=3, repeats=None, prog
     costs only its timing. With ``timing_dir``, each architecture's finished timing run is kept
     there, and a rerun times only the architectures not yet done. ``runtimes`` beyond ``eager``
     (:mod:`lic.deploy`) time every point again, deployed, in the same interleaved run
-    (``decode_ms@openvino``, ...; :func:`deployed`)."""
-    models, rows = {}, []
+    (``decode_ms@openvino``, ...; :func:`deployed`). ``loaded``: a dict that receives the loaded
+    models by point name (so later cells reuse them instead of rebuilding)."""
+    models, rows = ({} if loaded is None else loaded), []
     x = pad_to(mac_picture(images, scale.mac_size, scale.mac_size), PAD, MIN_SIZE)[0]
     per_area = MAC_AREA / (x.shape[-2] * x.shape[-1])
     for e in tqdm(entries, desc="operating points", disable=not progress):
@@ -601,9 +602,10 @@ def anatomy_text(an: list) -> str:
     return "; ".join(parts) if parts else "no zoo model was timed"
 
 
-def geometries(entries: list, scale, root=None, archs=None) -> dict:
+def geometries(entries: list, scale, root=None, archs=None, loaded=None) -> dict:
     """{arch: {family label: geometry}} of every static family whose decoder transforms differ
-    from the zoo's (:func:`lic.widths.geometry`), at the middle λ; one label per distinct geometry."""
+    from the zoo's (:func:`lic.widths.geometry`), at the middle λ; one label per distinct geometry.
+    ``loaded``: models already loaded by point name (:func:`measure`'s), else each is loaded."""
     from . import widths
     from .zoo import middle_lambda
 
@@ -613,8 +615,10 @@ def geometries(entries: list, scale, root=None, archs=None) -> dict:
     for e in entries:
         if e["arch"] not in archs or e["method"] == ZOO or e["lambda"] != lam or "stack" in e or e["arch"] not in zoo:
             continue
+        def get(x):
+            return loaded[x["name"]] if loaded and x["name"] in loaded else points.load(x, scale, root)
         try:
-            g = widths.geometry(points.load(e, scale, root), points.load(zoo[e["arch"]], scale, root))
+            g = widths.geometry(get(e), get(zoo[e["arch"]]))
         except (TypeError, KeyError, AttributeError, NotImplementedError):  # int8 packed layers: no channel shapes
             continue
         mine = out.setdefault(e["arch"], {})

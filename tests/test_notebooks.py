@@ -286,7 +286,8 @@ def test_synthesis_results(executed):
         if r["method"] == "zoo":
             assert r["decode_ms@openvino"] > 0 and r["deploy@openvino"].startswith("ok: PSNR within")
             assert r["deploy_dpsnr_db@openvino"] < 0.05 and r["amdahl_bound"] == pytest.approx(1.0)
-            assert {"g_s", "y decode", "z decode"} <= set(r["decode_stages_ms"])
+            stages = set(r["decode_stages_ms"])  # an autoregressive decode codes y inside its loop
+            assert {"g_s", "z decode"} <= stages and ("y decode" in stages or "autoregressive loop" in stages)
         if r["method"] == "int8 g_s (NNCF)":
             assert r["runtime"] == "openvino" and "openvino model already" in r["deploy@openvino"]
         if r["chapter"] == "01_liao":

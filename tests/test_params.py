@@ -169,3 +169,9 @@ def test_dry_run_at_paper_scale_lists_the_pretrained_files_and_what_is_missing(t
     assert f"bmshj2018-hyperprior-0.0250: MISSING, fetch {missing}" in out
     assert book.main(["run", "05_tao", "--scale", "paper", "--dry-run"]) == 0  # 05: its one architecture
     assert "mbt2018-mean-0.0130: MISSING, fetch https://" in capsys.readouterr().out
+
+
+def test_the_runtime_names_are_lic_deploys():
+    from lic import deploy, params
+
+    assert params.RUNTIMES == deploy.RUNTIMES  # kept apart so that no chapter's recipe reads lic.deploy

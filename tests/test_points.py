@@ -301,7 +301,10 @@ def test_the_anatomy_figure_stacks_each_models_stages_and_labels_the_wide_ones()
     fig = anatomy.figure(rows)
     ax = fig.axes[0]
     assert len(ax.patches) == 6 and [t.get_text() for t in ax.get_yticklabels()] == ["eager", "openvino"]
-    assert sorted(t.get_text() for t in ax.texts) == ["g_s", "g_s", "y decode", "y decode"]  # h_s too thin to label
+    texts = sorted(t.get_text() for t in ax.texts)  # shares labelled in place (h_s too thin), totals at the ends
+    assert texts == ["168 ms", "94 ms", "g_s", "g_s", "y decode", "y decode"]
+    widths = {round(p.get_width(), 1) for p in ax.patches}
+    assert round(100 * 147.0 / 167.6, 1) in widths  # g_s's share of the eager decode, in %
 
 
 def test_each_cpu_keeps_its_ratios_and_the_page_reads_them_side_by_side(tmp_path, monkeypatch):
