@@ -1,7 +1,8 @@
 """Run the chapters with papermill and build the book with Jupyter Book (1.x).
 
     python -m lic.book run 00_baselines --scale cpu      # one chapter (progress bar per cell)
-    python -m lic.book run all --scale smoke             # every chapter
+    python -m lic.book run all --scale smoke             # every chapter (and every page executed before)
+    python -m lic.book run 01_liao-N128 --scale cpu      # a chapter on a wider family: its own page
     python -m lic.book run 03_yin --scale cpu --dry-run  # what it would train and reuse, and how long
     python -m lic.book list                              # chapters and their parameters
     python -m lic.book build --scale cpu                 # HTML from the executed notebooks
@@ -29,7 +30,7 @@ from pathlib import Path
 
 from . import params as lic_params
 from .report import RESULTS, environment
-from .scales import SCALES, check_choice, get_scale
+from .scales import SCALES, WIDER, check_choice, get_scale
 
 PROJECT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = PROJECT / "notebooks"
@@ -39,6 +40,46 @@ BOOK_FILES = ("_config.yml", "_toc.yml", "references.bib")
 def chapters() -> list:
     """Names of the chapter notebooks, in order."""
     return sorted(p.stem for p in NOTEBOOKS.glob("[0-9]*.ipynb"))
+
+
+def pages() -> list:
+    """Every page the chapter notebooks make, in order: each chapter at its scale's own widths, then,
+    for a chapter with a ``width`` parameter, one page per wider family (``01_liao-N128``: the same
+    notebook run with ``width=N128``). Each page has its own executed copy, recipe and lock."""
+    out = []
+    for ch in chapters():
+        out.append(ch)
+        if "width" in lic_params.CHECKS.get(ch, {}):
+            out += [f"{ch}-{w}" for w in WIDER]
+    return out
+
+
+def page_of(chapter: str, parameters=None) -> str:
+    """The page a run of ``chapter`` with ``parameters`` makes (a wider ``width``: its own page)."""
+    width = (parameters or {}).get("width")
+    return f"{chapter}-{width}" if width in WIDER else chapter
+
+
+def resolve(name: str, parameters=None) -> tuple:
+    """(page, chapter, parameters) of a run asked for as ``name`` (a chapter or a page) with
+    ``parameters``: ``01_liao-N128`` is chapter 01_liao with ``width=N128``, and so is ``01_liao``
+    asked for with ``-p width=N128``. Raises ``ValueError`` (naming the pages) for anything else."""
+    parameters = dict(parameters or {})
+    for ch in chapters():
+        if name == ch:
+            return page_of(ch, parameters), ch, parameters
+        width = name[len(ch) + 1:] if name.startswith(ch + "-") else None
+        if width in WIDER and f"{ch}-{width}" in pages():
+            if parameters.get("width", width) != width:
+                raise ValueError(f"page {name} is {ch} at width={width}; -p width={parameters['width']} "
+                                 f"asks for another page: run `{page_of(ch, parameters)}`")
+            return name, ch, {**parameters, "width": width}
+    check_choice("chapter", name, tuple(pages()))
+    raise AssertionError  # check_choice raised
+
+
+def chapter_of(page: str) -> str:
+    return resolve(page)[1]
 
 
 def book_root(scale: str) -> Path:
@@ -88,19 +129,20 @@ def kept_measurements(scale: str) -> Path:
 
 
 def run(name: str, scale: str = "cpu", parameters=None, progress=True, record=True) -> Path:
-    """Execute chapter ``name`` at ``scale`` with papermill; return the executed notebook, which
-    keeps its recipe (:mod:`lic.recipe`). One run per chapter and scale at a time (:mod:`lic.lock`)."""
+    """Execute chapter ``name`` (or one of its pages, :func:`pages`) at ``scale`` with papermill;
+    return the executed notebook, which keeps its recipe (:mod:`lic.recipe`). One run per page and
+    scale at a time (:mod:`lic.lock`)."""
     check_choice("scale", scale, tuple(SCALES))
-    check_choice("chapter", name, tuple(chapters()))
-    lic_params.check(name, {"scale": scale, **(parameters or {})})  # before papermill starts
+    name, chapter, parameters = resolve(name, parameters)
+    lic_params.check(chapter, {"scale": scale, **parameters})  # before papermill starts
     from .lock import held
     from .zoo import runs_dir
 
     with held(runs_dir(get_scale(scale)) / "locks" / f"{name}.lock", f"chapter {name} at scale {scale}"):
-        return _run(name, scale, parameters, progress, record)
+        return _run(name, scale, parameters, progress, record, chapter)
 
 
-def _run(name, scale, parameters, progress, record) -> Path:
+def _run(name, scale, parameters, progress, record, chapter) -> Path:
     import papermill as pm
 
     from . import recipe
@@ -123,7 +165,7 @@ def _run(name, scale, parameters, progress, record) -> Path:
     ok = False
     try:
         with open(log, "w") as stream:
-            pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(partial),
+            pm.execute_notebook(str(NOTEBOOKS / f"{chapter}.ipynb"), str(partial),
                                 parameters={"scale": scale, **(parameters or {})},
                                 progress_bar=progress, kernel_name="python3", cwd=str(PROJECT),
                                 stdout_file=stream, stderr_file=stream)
@@ -138,9 +180,9 @@ def _run(name, scale, parameters, progress, record) -> Path:
         if n and progress:
             print(f"kept {n} new untimed measurements in {kept.relative_to(PROJECT)}", file=sys.stderr)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tidy(partial, name)
+    tidy(partial, chapter)
     shutil.move(partial, out)
-    recipe.record(out, name, get_scale(scale))  # its parameters and inputs: a replay skips it while they hold
+    recipe.record(out, chapter, get_scale(scale))  # its parameters and inputs: a replay skips it while they hold
     return out
 
 
@@ -179,10 +221,12 @@ def _findings_source(nb, name: str, results_root=None):
     of the scale the notebook ran at, or None where that file has no claims."""
     from .claims import findings
 
-    scale = nb.metadata.get("papermill", {}).get("parameters", {}).get("scale")
-    path = Path(results_root or RESULTS) / name / f"{scale}.json"
+    ran = nb.metadata.get("papermill", {}).get("parameters", {})
+    scale = ran.get("scale")
+    key = get_scale(scale).at_width(ran.get("width") or "").key if scale in SCALES else scale
+    path = Path(results_root or RESULTS) / name / f"{key}.json"
     claims = json.loads(path.read_text()).get("claims") if scale and path.exists() else None
-    return findings(claims, scale) if claims else None
+    return findings(claims, key) if claims else None  # "cpu-N128" on a wider family's page
 
 
 def tidy(path, name=None, results_root=None) -> int:
@@ -207,7 +251,7 @@ def tidy(path, name=None, results_root=None) -> int:
         if tags != list(cell.metadata.get("tags", [])):
             cell.metadata["tags"] = tags
             changed = True
-    source = _findings_source(nb, name or path.stem, results_root)
+    source = _findings_source(nb, name or _chapter_or_stem(path.stem), results_root)
     old = [i for i, c in enumerate(nb.cells) if c.metadata.get(FINDINGS)]
     if source is not None and [nb.cells[i].source for i in old] != [source]:
         for i in reversed(old):
@@ -221,6 +265,13 @@ def tidy(path, name=None, results_root=None) -> int:
     if removed or changed:
         nbformat.write(nb, path)
     return removed
+
+
+def _chapter_or_stem(stem: str) -> str:
+    try:
+        return chapter_of(stem)
+    except ValueError:
+        return stem
 
 
 def assemble(scale: str) -> Path:
@@ -288,7 +339,7 @@ def write_status(scale: str, pending=()) -> Path:
     from . import recipe
 
     for name, r in sorted(log.items()):
-        st = recipe.status(executed_path(name, scale), name, get_scale(scale)) if name in chapters() else None
+        st = recipe.status(executed_path(name, scale), chapter_of(name), get_scale(scale)) if name in pages() else None
         lines.append(f"| {name} | {'yes' if r['ok'] else 'no'} | {hm(r['wall_seconds'])} | {r['date']} | "
                      f"{short_cpu(r['cpu'])} | {_recipe_cell(st)} |")
     soft = {(r["threads"], r["torch"], r["compressai"]) for r in log.values()}
@@ -362,16 +413,27 @@ def toc_without(toc: dict, pending) -> dict:
     """The table of contents ``toc`` (``_toc.yml``, parsed) without the chapters in ``pending``,
     and without any part left with no chapter (Jupyter Book refuses an empty part)."""
     drop = {f"book/{n}" for n in pending}
-    parts = [{**part, "chapters": [c for c in part["chapters"] if c.get("file") not in drop]}
-             for part in toc.get("parts", [])]
+
+    def keep(entries):
+        out = []
+        for c in entries:
+            if c.get("file") in drop:
+                continue
+            if "sections" in c:
+                c = {**c, "sections": keep(c["sections"])}
+                if not c["sections"]:
+                    del c["sections"]
+            out.append(c)
+        return out
+    parts = [{**part, "chapters": keep(part["chapters"])} for part in toc.get("parts", [])]
     return {**toc, "parts": [part for part in parts if part["chapters"]]}
 
 
 def build(scale: str = "cpu", strict=True) -> Path:
     """Build the HTML book of ``scale`` from its executed notebooks (no execution)."""
     check_choice("scale", scale, tuple(SCALES))
-    pending = [n for n in chapters() if not executed_path(n, scale).exists()]
-    if len(pending) == len(chapters()):
+    pending = [n for n in pages() if not executed_path(n, scale).exists()]
+    if not set(chapters()) - set(pending):
         raise FileNotFoundError(f"no chapter is executed at scale {scale}; run "
                                 f"`python -m lic.book run all --scale {scale}` first")
     root = assemble(scale)
@@ -404,11 +466,16 @@ def plan(name: str, scale: str, parameters=None) -> list:
     run's wall time. Returns the lines it prints."""
     from . import zoo
 
-    p = lic_params.check(name, {"scale": scale, **(parameters or {})})
-    S = get_scale(scale)
-    lines = [f"{name} at scale {scale}:", "  parameters: " + ", ".join(f"{k}={v!r}" for k, v in vars(p).items())]
+    page, name, parameters = resolve(name, parameters)
+    p = lic_params.check(name, {"scale": scale, **parameters})
+    S = get_scale(scale).at_width(getattr(p, "width", "") or "")
+    lines = [f"{page} at scale {scale}:", "  parameters: " + ", ".join(f"{k}={v!r}" for k, v in vars(p).items())]
     archs = getattr(p, "archs", None) or []
     lams = getattr(p, "lambdas", None) or list(S.lambdas)
+    if name == "01_liao" and not getattr(p, "lambdas", None):  # its default: the middle λ, then the smallest
+        from .zoo import middle_lambda
+
+        lams = [middle_lambda(S), min(S.lambdas)]
     if S.pretrained:
         if not archs:  # 05 starts from one architecture; 06 rebuilds every chapter's points
             from . import tao
@@ -500,13 +567,14 @@ def plan(name: str, scale: str, parameters=None) -> list:
                          f"(each codes the {n} test images once; what is kept in {kept_measurements(scale).relative_to(PROJECT)} "
                          "or cached on this machine is reused)")
     runs = zoo.runs_dir(S)
+    runs = runs / f"zoo{S.family}" if S.family else runs  # a wider family's chapter runs keep their states there
     states = sorted((runs / name).rglob("*.state.pt")) if (runs / name).exists() else []
     cached = len(list((runs / "measured").glob("*.json"))) if (runs / "measured").exists() else 0
     kept = len(list(kept_measurements(scale).glob("*.json")))
     lines.append(f"  reuses: {len(states)} training states under {runs / name}, {cached} cached measurements, "
                  f"{kept} kept with the book")
     log = json.loads(runs_log(scale).read_text()) if runs_log(scale).exists() else {}
-    last = log.get(name)
+    last = log.get(page)
     lines.append(f"  last run: {last['wall_seconds'] / 60:.0f} min on {last['date']} ({last['cpu']})" if last
                  else "  last run: none recorded at this scale")
     return lines
@@ -623,21 +691,27 @@ def main(argv=None) -> int:
     elif args.cmd == "stamp":
         from . import recipe
 
-        for name in chapters() if args.names == ["all"] else args.names:
-            check_choice("chapter", name, tuple(chapters()))
-            rec = recipe.record(executed_path(name, args.scale), name, get_scale(args.scale), how="stamped")
+        for name in pages() if args.names == ["all"] else args.names:
+            page, chapter, _ = resolve(name)
+            if not executed_path(page, args.scale).exists():
+                if args.names == ["all"]:
+                    continue  # a page never executed has nothing to stamp
+                print(f"error: no executed page {executed_path(page, args.scale)} to stamp", file=sys.stderr)
+                return 2
+            rec = recipe.record(executed_path(page, args.scale), chapter, get_scale(args.scale), how="stamped")
             print(f"{name}: recipe stamped ({rec['fingerprint']}, {len(rec['inputs'])} inputs)")
     elif args.cmd == "tidy":
         for path in args.paths:
             print(f"{path}: {tidy(path)} progress outputs removed")
     elif args.cmd == "run":
-        names = chapters() if args.names == ["all"] else args.names
         try:
-            for name in names:
-                check_choice("chapter", name, tuple(chapters()))
             params = lic_params.parse_cli(args.param)
-            for name in names:  # every chapter's parameters are checked before the first one runs
-                lic_params.check(name, {"scale": args.scale, **params})
+            if args.names == ["all"]:  # every page, each with the parameters it fixes
+                todo = [resolve(page, {k: v for k, v in params.items() if k != "width"}) for page in pages()]
+            else:
+                todo = [resolve(name, params) for name in args.names]
+            for _, chapter, ps in todo:  # every page's parameters are checked before the first one runs
+                lic_params.check(chapter, {"scale": args.scale, **ps})
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
@@ -645,8 +719,13 @@ def main(argv=None) -> int:
         from .lock import Busy
 
         S = get_scale(args.scale)
-        for name in names:
-            st = recipe.status(executed_path(name, args.scale), name, S, params)
+        for name, chapter, ps in todo:
+            if args.names == ["all"] and name not in chapters() and not executed_path(name, args.scale).exists():
+                # a wider family's page costs that family's training (hours): the book builds without it
+                print(f"{name}: not executed at this scale; `python -m lic.book run {name} --scale {args.scale}` "
+                      f"makes it (`--dry-run` shows what it would train)")
+                continue
+            st = recipe.status(executed_path(name, args.scale), chapter, S, ps)
             replay = {k: v for k, v in st["parameters"].items() if k != "scale"}
             if args.dry_run:
                 from .data import DataUnavailable

@@ -90,8 +90,16 @@ class OpenVINOModule(nn.Module):
         with torch.no_grad(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*torch.jit.trace.*deprecated", category=FutureWarning)
             model = ov.convert_model(module.eval(), example_input=example, input=[shape])
-        if calibration is not None:
-            model = _int8(model, calibration)  # its int8 layers run int8, the others f32
+        if calibration is not None:  # its int8 layers run int8, the others f32
+            cached = _int8_cache(module, calibration)
+            if cached.exists():
+                model = ov.Core().read_model(cached)
+            else:
+                model = _int8(model, calibration)
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                ov.save_model(model, cached.with_suffix(".tmp.xml"), compress_to_fp16=False)
+                for ext in (".bin", ".xml"):  # the .xml last: it is what marks the pair complete
+                    os.replace(cached.with_suffix(".tmp" + ext), cached.with_suffix(ext))
         config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
                   "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads())}
         self.compiled = ov.Core().compile_model(model, "CPU", config)
@@ -104,6 +112,24 @@ class OpenVINOModule(nn.Module):
             return torch.cat([self(x[i:i + 1]) for i in range(x.shape[0])])
         out = self.request.infer([np.ascontiguousarray(x.detach().float().cpu().numpy())])
         return torch.from_numpy(np.array(next(iter(out.values())), copy=True))  # the buffer is reused
+
+
+def _int8_cache(module: nn.Module, calibration) -> Path:
+    """Where the NNCF-quantized model of ``module`` with ``calibration`` is kept on this machine
+    (``runs/openvino-int8/<key>.xml``, not committed): quantizing with accuracy control takes minutes,
+    and the same decoder is quantized by 04 and again when 06 rebuilds its point. The key holds
+    everything the result depends on — the weights, the calibration and validation tensors, the
+    drop allowed, the NNCF and OpenVINO versions — so any change quantizes afresh."""
+    import hashlib
+
+    import nncf
+
+    spec = calibration if isinstance(calibration, Int8) else Int8(list(calibration))
+    h = hashlib.sha256(f"{nncf.__version__} {runtime_version('openvino')} {spec.max_drop_db} "
+                       f"{len(spec.calibration)} {len(spec.validation)}".encode())
+    for t in [*module.state_dict().values(), *spec.calibration, *(t for pair in spec.validation for t in pair)]:
+        h.update(np.ascontiguousarray(t.detach().float().cpu().numpy()).tobytes())
+    return Path(os.environ.get("LIC_RUNS", PROJECT / "runs")) / "openvino-int8" / f"{h.hexdigest()[:24]}.xml"
 
 
 def _int8(model, calibration):

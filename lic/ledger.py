@@ -3,6 +3,7 @@ the papers' numbers, each paper's training budget beside ours and whether our tr
 improved where it stopped (:mod:`lic.budget`), generated when the book is built."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .claims import COLOURS, OWN, PAPERS, STILL_IMPROVING, VERDICTS, _cell, check, qualified, verdict_html
@@ -63,6 +64,7 @@ def ledger(scale: str, results_root=None, papers=PAPERS) -> str:
                            f"<span style=\"color:{COLOURS['not yet reproduced']}\">not yet reproduced</span> |")
             pending.append(chapter)
         out.append("")
+        out += _wider(root, chapter, scale, res)
         budget_line = _budget(chapter, scale, papers)
         if budget_line:
             out += [budget_line, ""]
@@ -81,6 +83,26 @@ def ledger(scale: str, results_root=None, papers=PAPERS) -> str:
     out.insert(4, summary)
     out.insert(5, "")
     return "\n".join(out) + "\n"
+
+
+def _wider(root: Path, chapter: str, scale: str, res) -> list:
+    """The same claims decided again on a wider family's page (``01_liao-N128``), beside the
+    verdict at the scale's own width; not counted in the summary (one count per claim)."""
+    from .scales import WIDER
+
+    out = []
+    for width in WIDER:
+        path = root / chapter / f"{scale}-{width}.json"
+        wide = json.loads(path.read_text()).get("claims") if path.exists() else None
+        if not wide:
+            continue
+        own = {c["id"]: c["verdict"] for c in (res or {}).get("claims") or []}
+        out += [f"Decided again on the {width} family ({{doc}}`{chapter}-{width}`; not counted above):", "",
+                "| claim | ours | verdict | at the scale's own width |", "|---|---|---|---|"]
+        out += [f"| {_cell(c['claim'])} | {_cell(c['ours'])} | {verdict_html(c['verdict'])} | "
+                f"{verdict_html(own[c['id']]) if c['id'] in own else '–'} |" for c in wide]
+        out.append("")
+    return out
 
 
 def _convergence(chapter: str, scale: str) -> str:

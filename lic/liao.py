@@ -339,6 +339,24 @@ def derive(rows):
     return res
 
 
+def across_widths(rows_by_width: dict):
+    """Activation-range pruning at each width, side by side: {label: the chapter's rows at that
+    width (:func:`derive`'s columns)} -> one row per width, λ and r with the PSNR change against
+    that width's unpruned model, the MAC reduction and the g_s and whole-decode speed-ups."""
+    import pandas as pd
+
+    out = []
+    for label, rows in rows_by_width.items():
+        res = derive(rows) if "mac_reduction" not in pd.DataFrame(rows) else pd.DataFrame(rows)
+        for lam, grp in res.groupby("lambda", sort=False):
+            ref = grp[grp.criterion == "unpruned"].iloc[0]
+            for _, r in grp[grp.criterion == "activation range"].sort_values("ratio").iterrows():
+                out.append({"width": label, "λ": lam, "r": round(r.ratio, 2), "ΔPSNR (dB)": r.psnr - ref.psnr,
+                            "MAC reduction (x)": r.mac_reduction, "g_s speed-up (x)": r.gs_speedup,
+                            "decode speed-up (x)": r.decode_speedup, "decode spread (%)": r.decode_spread_pct})
+    return pd.DataFrame(out)
+
+
 def claims_for(rows, lambdas, paper) -> tuple:
     """The chapter's claims (see :mod:`lic.claims`) from its sweep ``rows`` (one per λ, criterion,
     ratio: psnr, decoder_params, macs_384x256, decode_speedup), the two λ in ``lambdas`` (the main

@@ -733,6 +733,29 @@ def bd_rate(res, arch: str, variant: str, anchor: str = "original") -> float:
     return bd(curve(anchor), curve(variant))["bd_rate"]
 
 
+def across_widths(rows_by_width: dict, variants=("ERHP", "uniform", "original + training")):
+    """ERHP and its controls at each width, side by side: {label: the chapter's rows at that width}
+    -> per width, architecture and variant: BD-rate against that width's original model, the share
+    of hyper-path parameters removed, and the decode speed-up over the original (mean over λ, each
+    λ's models timed together)."""
+    import pandas as pd
+
+    out = []
+    for label, rows in rows_by_width.items():
+        res = pd.DataFrame(rows)
+        for arch, g in res.groupby("arch", sort=False):
+            orig = g[g.variant == "original"].set_index("lambda")
+            for v in variants:
+                sel = g[g.variant == v].set_index("lambda")
+                if sel.empty:
+                    continue
+                out.append({"width": label, "arch": arch, "variant": v, "BD-rate vs original (%)": bd_rate(res, arch, v),
+                            "hyper params removed": float((1 - sel.hyper_params / orig.hyper_params).mean()),
+                            "decode speed-up (x)": float((orig.decode_ms / sel.decode_ms).mean()),
+                            "decode spread (%)": float(sel.decode_spread_pct.max())})
+    return pd.DataFrame(out)
+
+
 def findings(res, arch_list, betas, strength) -> tuple:
     """What the chapter's prose says, from its rows: ({name: value to glue}, the per-architecture
     verdict table). ``res`` has the derived columns (whole_reduction, bpp_change, psnr_change)."""

@@ -19,7 +19,7 @@ import math
 from pathlib import Path
 from types import SimpleNamespace
 
-from .scales import ARCHS, SCALES, get_scale
+from .scales import ARCHS, SCALES, WIDTHS, get_scale
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 RENAMED = {"arch": "archs", "lmbda": "lambdas", "second_lmbda": "lambdas", "lambda": "lambdas"}
@@ -133,6 +133,18 @@ def names(choices, count=None, all_word="all"):
     return check
 
 
+def choice(choices):
+    """One name from ``choices``; returns it."""
+    def check(name, value, scale):
+        valid = tuple(choices)
+        if value not in valid:
+            close = difflib.get_close_matches(str(value), valid, n=1)
+            _fail(name, value, f"valid: {', '.join(valid)}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        return value
+    check.doc = "one of: " + ", ".join(choices)
+    return check
+
+
 def lambdas(count=None, at_least=1):
     """Comma-separated λ of the scale (None: the chapter's default); ``count`` exactly, or at least
     ``at_least`` of them."""
@@ -209,11 +221,11 @@ def _point_chapters():
 COMMON = {"scale": _scale, "data_root": text(), "seed": integer(0)}
 CHECKS = {
     "00_baselines": {**COMMON, "archs": names(ARCHS), "timed_images": integer(0), "speed_steps": integer(1)},
-    "01_liao": {**COMMON, "archs": names(ARCHS, count=1), "lambdas": lambdas(count=2),
+    "01_liao": {**COMMON, "width": choice(WIDTHS), "archs": names(ARCHS, count=1), "lambdas": lambdas(count=2),
                 "ratios": numbers(0, 1, open_lo=True, open_hi=True), "criteria": names(_criteria),
                 "finetune_steps": integer(0, optional=True), "estimate_iters": integer(1, optional=True),
                 "estimate_crops": integer(1)},
-    "02_luo": {**COMMON, "archs": names(ARCHS), "lambdas": lambdas(at_least=2), "target": number(0, 1, True, True),
+    "02_luo": {**COMMON, "width": choice(WIDTHS), "archs": names(ARCHS), "lambdas": lambdas(at_least=2), "target": number(0, 1, True, True),
                "strength": number(0, open_lo=True), "other_strengths": numbers(0, open_lo=True, allow_empty=True),
                "resrep_steps": integer(0, optional=True), "finetune_steps": integer(0, optional=True)},
     "03_yin": {**COMMON, "archs": names(_yin_archs), "variants": names(_yin_variants),

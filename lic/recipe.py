@@ -90,12 +90,17 @@ def lic_modules(name: str) -> list:
 def _model_folders(name: str, scale, parameters: dict) -> list:
     from . import store, zoo
 
-    folders = [zoo.zoo_dir(scale)]  # the base family, and the wider one a `width` parameter names
-    if parameters.get("width"):
-        folders.append(zoo.zoo_dir(scale.at_width(parameters["width"])))
+    from .scales import WIDER
+
+    # the family a `width` parameter names; 06_synthesis reads every family's points and zoo
+    families = [scale.at_width(w) for w in ("", *WIDER)] if name == SYNTHESIS else [scale.at_width(parameters.get("width") or "")]
     chapters = [p.stem for p in sorted((PROJECT / "notebooks").glob("[0-9]*.ipynb"))]
-    for ch in (chapters if name == SYNTHESIS else [name]):
-        folders.append(store.models_dir(ch, scale))
+    folders = []
+    for at in families:
+        mine = [store.models_dir(ch, at) for ch in (chapters if name == SYNTHESIS else [name])]
+        if name == SYNTHESIS and at.family and not any((f / "points").exists() for f in mine):
+            continue  # a wider family no chapter has run on: 06 reads nothing of it
+        folders += [zoo.zoo_dir(at), *mine]
     return folders
 
 
@@ -108,9 +113,11 @@ def inputs(name: str, scale, parameters=None) -> dict:
     files = sorted((PROJECT / "data" / "papers").glob("*")) + sorted((PROJECT / "data" / "reference").rglob("*"))
     for folder in _model_folders(name, scale, parameters or {}):
         files += sorted(folder.rglob("*.json")) if folder.exists() else []
+    root = (PROJECT if scale.name == "cpu" else PROJECT / "runs" / scale.name / "book") / "data" / "results"  # lic.book's
     if name == SYNTHESIS:  # the chapters' results it reads
-        root = (PROJECT if scale.name == "cpu" else PROJECT / "runs" / scale.name / "book") / "data" / "results"  # lic.book's
         files += sorted(p for p in root.glob(f"*/{scale.name}.json") if p.parent.name != name)
+    elif scale.at_width((parameters or {}).get("width") or "").family:  # a wider family's page sets itself beside the scale's own
+        files.append(root / name / f"{scale.name}.json")
     for f in files:
         if f.is_file():
             try:

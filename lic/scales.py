@@ -66,6 +66,17 @@ class Scale:
     width: str = ""             # "" the scale's own widths; a key of WIDER: that family (its own zoo folder)
     decoder: int = 0            # g_s hidden width trained from scratch (0: the architecture's; 07_trained)
 
+    @property
+    def family(self) -> str:
+        """The suffix that keeps this family's models and results apart from the scale's own:
+        ``""``, ``"-N128"`` (a wider family), ``"-gs38"`` (a narrow decoder trained from scratch)."""
+        return (f"-{self.width}" if self.width else "") + (f"-gs{self.decoder}" if self.decoder else "")
+
+    @property
+    def key(self) -> str:
+        """The scale and family as one name, for folders and results files: ``cpu``, ``cpu-N128``."""
+        return self.name + self.family
+
     def schedule(self, arch: str) -> tuple:
         """(steps from scratch, fine-tune steps) of ``arch``'s zoo models at this scale."""
         check_choice("arch", arch, ARCHS)

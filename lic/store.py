@@ -21,11 +21,13 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 
 def models_dir(chapter: str, scale) -> Path:
+    """A chapter's committed models and points: ``data/checkpoints/<chapter>/cpu`` (``cpu-N128`` for
+    the chapter run on a wider family, :attr:`lic.scales.Scale.key`); other scales under ``runs/``."""
     if "LIC_ZOO" in os.environ:
-        return Path(os.environ["LIC_ZOO"]) / chapter / scale.name
+        return Path(os.environ["LIC_ZOO"]) / chapter / scale.key
     if scale.name == "cpu":
-        return PROJECT / "data" / "checkpoints" / chapter / "cpu"
-    return PROJECT / "runs" / scale.name / chapter / "models"
+        return PROJECT / "data" / "checkpoints" / chapter / scale.key
+    return PROJECT / "runs" / scale.name / chapter / ("models" + scale.family)
 
 
 def read_json(path) -> dict:

@@ -33,6 +33,7 @@ from .data import pad_to, to_tensor
 from .evaluate import (MIN_SIZE, PAD, bd, evaluate, fingerprintable, interleaved_times, parameter_count,
                        quality_cached, serialized_bytes)
 from .precision import cpu_model
+from .scales import BASE_WIDTH, WIDER
 from .stages import stage_macs
 from .weights import fingerprint
 
@@ -42,7 +43,9 @@ RATE_BUDGET = 2.0     # % Δrate a practitioner might pay for speed: the "what t
 
 
 def collect(scale, chapters=CHAPTERS) -> tuple:
-    """(points, {chapter: the command that makes its points}) — the second for chapters without any."""
+    """(points, {chapter: the command that makes its points}) — the second for chapters without any.
+    Points of a chapter run on a wider family (its own page, e.g. ``01_liao-N128``) come too, with
+    that family's zoo models as their reference (:func:`widened`)."""
     found, missing = [], {}
     for ch in chapters:
         got = points.entries(scale, [ch])
@@ -50,7 +53,35 @@ def collect(scale, chapters=CHAPTERS) -> tuple:
             found += got
         else:
             missing[ch] = f"python -m lic.book run {ch} --scale {scale.name}"
+    for width in WIDER:
+        wide = scale.at_width(width)
+        got = [e for ch in chapters if ch != "00_baselines" for e in points.entries(wide, [ch])]
+        if got:
+            found += [widened(e, width) for e in _zoo_of(wide, {e["arch"] for e in got}) + got]
     return found, missing
+
+
+def widened(entry: dict, width: str) -> dict:
+    """A wider family's point as 06 handles it: its architecture labelled with the family
+    (``bmshj2018-hyperprior N128``: compared with that family's zoo, timed in a run of its own,
+    plotted in a panel of its own), its name made distinct, its ``width`` kept to load it."""
+    return {**entry, "width": width, "arch": f"{entry['arch']} {width}", "name": f"{entry['name']}-{width}"}
+
+
+def _zoo_of(wide, archs) -> list:
+    """The zoo points of a wider family (every trained model of ``archs``): 00_baselines runs on the
+    scale's own family only, so they are made here, the way it makes its own."""
+    from .zoo import read_manifest
+
+    have = read_manifest(wide)
+    return [points.register("00_baselines", wide, method=ZOO, arch=e["arch"], lmbda=e["lambda"], variant="zoo",
+                            rebuild="lic.zoo:get", spec={"arch": e["arch"], "lmbda": e["lambda"], "train_missing": False})
+            for e in sorted(have.values(), key=lambda e: (e["arch"], e["lambda"])) if e["arch"] in archs]
+
+
+def family_of(entry: dict, scale):
+    """The scale whose family ``entry`` belongs to (:func:`widened` points: the wider one)."""
+    return scale.at_width(entry.get("width", ""))
 
 
 # MACs are counted on a crop (the scale's ``mac_size``, 256x256 at cpu) and scaled by area to 768x512
@@ -91,12 +122,13 @@ def measure(entries: list, images, scale, root=None, timed=3, repeats=None, prog
     x = pad_to(mac_picture(images, scale.mac_size, scale.mac_size), PAD, MIN_SIZE)[0]
     per_area = MAC_AREA / (x.shape[-2] * x.shape[-1])
     for e in tqdm(entries, desc="operating points", disable=not progress):
-        m = points.stack(e["stack"], scale, root) if "stack" in e else points.load(e, scale, root)
+        at = family_of(e, scale)
+        m = points.stack(e["stack"], at, root) if "stack" in e else points.load(e, at, root)
         r = (quality_cached(m, images, cache_dir, identity=e["name"]) if cache_dir is not None
              else evaluate(m, images, real=True, timed=0, progress=False)["mean"])
         ref = getattr(m, "mac_reference", m)  # an int8 model: MACs and parameters of its float twin
         rows.append({k: e[k] for k in ("chapter", "name", "method", "arch", "lambda", "variant")}
-                    | {"parts": [p["name"] for p in e.get("stack", [])], "psnr": r["psnr"], "ms_ssim": r["ms_ssim"],
+                    | {"width": e.get("width") or BASE_WIDTH, "parts": [p["name"] for p in e.get("stack", [])], "psnr": r["psnr"], "ms_ssim": r["ms_ssim"],
                        "runtime": getattr(m, "deployment", {}).get("runtime", "eager"),
                        "bpp": r["bpp"], **path_macs(ref, x, per_area),
                        "params": parameter_count(ref), "bytes_fp16": serialized_bytes(m, half=True)})
@@ -243,7 +275,8 @@ def stacked(parts: list, method: str, variant: str) -> dict:
     :func:`measure`: e.g. ERHP's hyper path with Liao's pruned decoder."""
     first = parts[0]
     return {"chapter": "06_synthesis", "name": points.slug(method, first["arch"], f"{first['lambda']:.4f}", variant),
-            "method": method, "arch": first["arch"], "lambda": first["lambda"], "variant": variant, "stack": parts}
+            "method": method, "arch": first["arch"], "lambda": first["lambda"], "variant": variant, "stack": parts,
+            **({"width": first["width"]} if first.get("width") else {})}
 
 
 def additivity(rows: list, name: str) -> dict:
@@ -387,7 +420,8 @@ def stack_candidates(entries: list) -> list:
     for e in entries:
         if e["chapter"] != "02_luo" or e["variant"] != "ERHP":
             continue
-        liao = [d for d in entries if d["chapter"] == "01_liao" and (d["rebuild"], d["spec"]) == (e["rebuild"], e["spec"])]
+        liao = [d for d in entries if d["chapter"] == "01_liao" and (d["rebuild"], d["spec"], d.get("width"))
+                == (e["rebuild"], e["spec"], e.get("width"))]
         if liao:
             top = max(liao, key=lambda d: d["meta"].get("ratio", 0))
             out.append(stacked([e, top], "ERHP + Liao", f"{e['variant']} + {top['variant']}"))
@@ -506,6 +540,25 @@ def pareto(opts: list) -> list:
     return sorted((o for o in ok if not beaten(o)), key=lambda o: (o["arch"], o["decode time (x zoo eager)"]))
 
 
+# the methods 06 puts on one figure, each its own colour (report.color_of hashes names it does not
+# know, and two of these shared one); anything else falls back to it
+METHODS = ("zoo", "Liao (decoder pruning)", "ERHP (Luo)", "uniform hyper path (Luo's control)",
+           "half-width hyper path (Luo's control)", "Yin (ecg+bm)", "Yin (bm)", "Yin (vbr)", "int8 (Yu)",
+           "int8 g_s (NNCF)", "AdaNIC (Tao)", "scratch", "distilled")
+
+
+def method_color(method: str):
+    """The colour of ``method`` in every figure of 06 (distinct for :data:`METHODS`)."""
+    import seaborn as sns
+
+    from . import report
+
+    if method in METHODS:
+        palette = sns.color_palette("tab10", 10) + [sns.color_palette("Dark2", 8)[i] for i in (0, 5, 6)]
+        return palette[METHODS.index(method)]
+    return report.color_of(method)
+
+
 def pareto_figure(opts: list):
     """One panel per architecture (two per row): rate cost against decode time (a fraction of the
     zoo's eager decode, log axis), eager points filled, deployed ones hollow; the front joined and
@@ -524,7 +577,7 @@ def pareto_figure(opts: list):
     for ax, arch in zip(axes.flat, archs):
         mine = [o for o in opts if o["arch"] == arch and o["rate cost (%)"] == o["rate cost (%)"]]
         for o in mine:
-            c = report.color_of(o["method"])
+            c = method_color(o["method"])
             ax.scatter(o["decode time (x zoo eager)"], o["rate cost (%)"], s=26, marker="o",
                        facecolors=c if o["runtime"] == "eager" else "none", edgecolors=c)
         f = [o for o in front if o["arch"] == arch]
@@ -541,7 +594,7 @@ def pareto_figure(opts: list):
     from matplotlib.lines import Line2D
 
     methods = sorted({o["method"] for o in opts})
-    handles = [Line2D([], [], marker="o", ls="", color=report.color_of(m), label=m) for m in methods]
+    handles = [Line2D([], [], marker="o", ls="", color=method_color(m), label=m) for m in methods]
     fig.legend(handles=handles, loc="lower center", ncol=min(3, len(methods)), fontsize=7, frameon=False)
     legend_in = 0.1 + 0.17 * ((len(methods) + 2) // 3)  # the legend's rows below the panels, in inches
     fig.tight_layout(rect=(0, legend_in / fig.get_figheight(), 1, 1))
@@ -799,7 +852,7 @@ def tradeoff_figure(res):
     pts = res[res.method != ZOO]
     markers = dict(zip(sorted(res.arch.unique()), "osD^v<>"))
     for (method, arch), g in pts.groupby(["method", "arch"]):
-        kw = dict(color=report.color_of(method), marker=markers[arch], s=22, label=f"{method}, {arch}")
+        kw = dict(color=method_color(method), marker=markers[arch], s=22, label=f"{method}, {arch}")
         left.scatter(g.rate_vs_zoo_pct, g.decode_speedup, **kw)
         right.scatter(g.decode_mac_reduction, g.decode_speedup, **kw)
     for ax in (left, right):

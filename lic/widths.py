@@ -77,16 +77,17 @@ def _decoder(model, runtime: str):
 
 
 @torch.no_grad()
-def timings(arch: str, geoms: dict, widths=WIDTHS, runtimes=("eager",), repeats=5, progress=True) -> list:
+def timings(arch: str, geoms: dict, widths=WIDTHS, runtimes=("eager",), repeats=5, progress=True,
+            size=(512, 768)) -> list:
     """Rows {arch, N, M, geometry, runtime, ms (median), spread_pct, speedup (vs the full decoder of
     the same width and runtime, same run)} — every geometry × runtime of one width in one
-    interleaved run."""
+    interleaved run, decoding an image of ``size`` (H, W; a Kodak image by default)."""
     rows = []
     for N, M in widths:
         calls = {}
         for g, geom in {FULL: {}, **geoms}.items():
             model = build(arch, N, M, geom)
-            inputs = _inputs(model)
+            inputs = _inputs(model, *size)
             for rt in runtimes:
                 run = _decoder(model, rt)
                 run(*inputs)  # warm-up (and the runtime's first-call compile)

@@ -176,6 +176,41 @@ def curve_eval(scale: Scale, root=None, limit=6):
     return run
 
 
+def learning_curve(name: str, scale: Scale, root=None):
+    """Model ``name``'s learning curve from step 0 (a DataFrame): the row of the model as built from
+    its zoo start, before any training step — evaluated like every logged row (:func:`curve_eval`),
+    nothing retrained — then its logged rows."""
+    import pandas as pd
+
+    entry = read_manifest(scale)[name]
+    logged = pd.read_csv(models_dir(scale) / entry["curve"])
+    base = zoo.get(entry["arch"], zoo.middle_lambda(scale), scale, root=root, train_missing=False)
+    start = build(entry["arch"], scale, entry["variant"], base=base).eval()
+    with torch.no_grad():
+        first = {"step": 0, **curve_eval(scale, root)(start)}
+    return pd.concat([pd.DataFrame([first]), logged], ignore_index=True)
+
+
+def curve_figure(curves: dict, lambdas):
+    """Learning curves ({model name: :func:`learning_curve`}): forward-pass PSNR, mean over
+    ``lambdas`` (left), and the share of gated inputs closed at the ends of their range (right);
+    one colour per model in both panels, the legend below them."""
+    from . import report
+
+    fig, axes = report.figure(ncols=2, height=3.0 + 0.16 * ((len(curves) + 1) // 2))
+    for n, lc in curves.items():
+        psnr = [f"psnr@{lam}" for lam in lambdas if f"psnr@{lam}" in lc]
+        ends = [f"sparsity@{lam}" for lam in (min(lambdas), max(lambdas)) if f"sparsity@{lam}" in lc]
+        axes[0, 0].plot(lc.step, lc[psnr].mean(axis=1), marker=".", color=report.color_of(n), label=n)
+        if ends:
+            axes[0, 1].plot(lc.step, lc[ends].mean(axis=1), marker=".", color=report.color_of(n))
+    axes[0, 0].set(xlabel="step", ylabel="forward-pass PSNR (dB)", title="quality, mean over the zoo's λ")
+    axes[0, 1].set(xlabel="step", ylabel="share of gated inputs closed", title="sparsity, gated models", ylim=(0, 1))
+    fig.legend(loc="lower center", ncol=2, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.05 * ((len(curves) + 1) // 2) + 0.03, 1, 1))
+    return fig
+
+
 def get(arch: str, scale: Scale, variant: str, target=TARGET_SPARSITY, root=None, train_missing=True,
         progress=True, precision=None):
     """The trained variable-rate model: from the chapter's manifest, or trained now (resumable)."""

@@ -198,9 +198,9 @@ def save_checked(model, path, meta: dict, images, half=True, tol_db=FP16_TOLERAN
 def zoo_dir(scale: Scale) -> Path:
     """Final checkpoints: ``data/checkpoints/cpu`` (committed); other scales under ``runs/``. A
     wider family (:meth:`Scale.at_width`) has its own folder: ``data/checkpoints/cpu-N128``."""
-    tail = (f"-{scale.width}" if scale.width else "") + (f"-gs{scale.decoder}" if scale.decoder else "")
+    tail = scale.family
     if "LIC_ZOO" in os.environ:
-        return Path(os.environ["LIC_ZOO"]) / (scale.name + tail)
+        return Path(os.environ["LIC_ZOO"]) / scale.key
     if scale.name == "cpu":
         return PROJECT / "data" / "checkpoints" / ("cpu" + tail)
     return PROJECT / "runs" / scale.name / ("zoo" + tail)
@@ -213,8 +213,7 @@ def runs_dir(scale: Scale) -> Path:
 
 def states_dir(scale: Scale) -> Path:
     """Where the zoo's training states are: ``runs/<scale>`` (``runs/<scale>/zoo-N128`` for a wider family)."""
-    tail = (f"-{scale.width}" if scale.width else "") + (f"-gs{scale.decoder}" if scale.decoder else "")
-    return runs_dir(scale) / f"zoo{tail}" if tail else runs_dir(scale)
+    return runs_dir(scale) / f"zoo{scale.family}" if scale.family else runs_dir(scale)
 
 
 def model_name(arch: str, lmbda: float) -> str:

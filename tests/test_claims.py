@@ -73,6 +73,21 @@ def test_the_ledger_is_built_from_the_results_files(tmp_path):
         ledger.ledger("cpu", results_root=tmp_path)
 
 
+def test_a_claim_decided_again_on_a_wider_family_stands_beside_its_verdict_and_is_not_counted(tmp_path):
+    import json
+
+    (tmp_path / "01_liao").mkdir()
+    (tmp_path / "01_liao" / "cpu.json").write_text(json.dumps({"claims": [_ok(id="liao-time", verdict="not reproduced")]}))
+    before = ledger.ledger("cpu", results_root=tmp_path)
+    (tmp_path / "01_liao" / "cpu-N128.json").write_text(json.dumps({"claims": [_ok(id="liao-time", ours="1.9×")]}))
+    page = ledger.ledger("cpu", results_root=tmp_path)
+    assert "Decided again on the N128 family ({doc}`01_liao-N128`; not counted above)" in page
+    row = next(line for line in page.splitlines() if line.startswith("| ") and "1.9×" in line)
+    assert "**reproduced**" in row.split("|")[3] and "**not reproduced**" in row.split("|")[4]
+    summary = lambda text: next(line for line in text.splitlines() if line.startswith("**"))  # noqa: E731
+    assert summary(page) == summary(before)  # one count per claim
+
+
 def test_at_least_rule_for_speed_and_flop_factors():
     assert claims.at_least(2.9, 3.17) == "reproduced"          # within 10 %
     assert claims.at_least(2.2, 3.17) == "partly reproduced"   # more than half the gain (2.09×)

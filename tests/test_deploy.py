@@ -167,3 +167,25 @@ def test_int8_with_accuracy_control_stays_within_its_drop_on_the_validation_pair
     assert ref - mean_psnr(plain) > 1.0  # plain int8 loses more than the drop allowed (measured: 33 dB)
     assert ref - mean_psnr(ctrl) <= 0.5  # NNCF kept in f32 what the drop needed
     assert ctrl.deployment["int8"] == ["g_s"] and plain.deployment["int8"] == ["g_s"]
+
+
+def test_a_quantized_decoder_is_kept_by_its_inputs_and_read_back_not_quantized_again(smoke, images, tmp_path, monkeypatch):
+    monkeypatch.setenv("LIC_RUNS", str(tmp_path))
+    m = _model("bmshj2018-hyperprior", smoke)
+    calib = deploy.calibration_latents(m, data.train_set(smoke, seed=1).batch(4, 64))
+    first = deploy.deploy(m, "openvino", parts=("g_s",), int8={"g_s": calib})
+    kept = sorted(p.name for p in (tmp_path / "openvino-int8").iterdir())
+    assert len(kept) == 2 and {p.rsplit(".", 1)[1] for p in kept} == {"xml", "bin"}  # no .tmp left
+
+    def quantize_again(*a, **k):
+        raise AssertionError("quantized again")
+    monkeypatch.setattr(deploy, "_int8", quantize_again)
+    again = deploy.deploy(m, "openvino", parts=("g_s",), int8={"g_s": calib})
+    y = calib[0]
+    with torch.no_grad():
+        assert torch.equal(first.g_s(y), again.g_s(y))
+    other = _model("bmshj2018-hyperprior", smoke, seed=1)  # other weights: another key, quantized afresh
+    with pytest.raises(deploy.DeployError, match="quantized again"):
+        deploy.deploy(other, "openvino", parts=("g_s",), int8={"g_s": calib})
+    with pytest.raises(deploy.DeployError, match="quantized again"):  # other calibration: the same
+        deploy.deploy(m, "openvino", parts=("g_s",), int8={"g_s": calib[:2]})

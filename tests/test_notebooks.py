@@ -39,6 +39,39 @@ def executed():
     return {name: report.load_results(name, "smoke") for name in CHAPTERS}
 
 
+WIDE_PAGE = ("01_liao-N128", {"ratios": "0.33,0.55", "criteria": "activation range"})  # as its cpu page runs
+
+
+@pytest.fixture(scope="module")
+def wide(executed):
+    """01 on the wider family, its own page (after the scale's own: it sets itself beside it)."""
+    page, params = WIDE_PAGE
+    book.run(page, "smoke", parameters=params, progress=False)
+    return report.load_results("01_liao", "smoke-N128")
+
+
+def test_a_chapter_on_a_wider_family_makes_its_own_page_models_and_results(wide, executed):
+    from lic import points
+    from lic.scales import get_scale
+
+    smoke, wider = get_scale("smoke"), get_scale("smoke").at_width("N128")
+    assert wide["scale"] == "smoke-N128" and executed["01_liao"]["scale"] == "smoke"  # the scale's own results stand
+    assert book.executed_path("01_liao-N128", "smoke").exists() and book.executed_path("01_liao", "smoke").exists()
+    assert {r["ratio"] for r in wide["rows"] if r["criterion"] == "activation range"} == {0.33, 0.55}
+    assert points.entries(wider, ["01_liao"]) and points.entries(smoke, ["01_liao"])  # each family's points, apart
+    assert points.points_dir("01_liao", wider) != points.points_dir("01_liao", smoke)
+    base_params = {r["decoder_params"] for r in executed["01_liao"]["rows"] if r["criterion"] == "unpruned"}
+    assert {r["decoder_params"] for r in wide["rows"] if r["criterion"] == "unpruned"}.isdisjoint(base_params)  # wider g_s
+    import nbformat
+
+    cells = nbformat.read(book.executed_path("01_liao-N128", "smoke"), as_version=4).cells
+    html = "".join(o.get("data", {}).get("text/html", "") for c in cells if c.cell_type == "code" for o in c.outputs)
+    assert "At both widths" in html and "(this run)" in html and "smoke page" in html  # beside the scale's own
+    from lic import recipe
+
+    assert recipe.status(book.executed_path("01_liao-N128", "smoke"), "01_liao", smoke)["up_to_date"]
+
+
 def test_baselines_results(executed):
     res = executed["00_baselines"]
     models = res["models"]
@@ -333,9 +366,10 @@ def test_every_page_with_claims_opens_with_its_findings(executed):
         assert summary(res["claims"]) in cells[title + 1].source, name
 
 
-def test_smoke_book_builds_without_warnings(executed):
+def test_smoke_book_builds_without_warnings(executed, wide):
     html = book.build("smoke", strict=True)
     assert html.exists()
+    assert (html.parent / "book" / "01_liao-N128.html").exists()  # a section under its chapter
     page = (html.parent / "book" / "00_baselines.html").read_text()
     assert "The price of the scale" in page and "img" in page
     ledger = (html.parent / "book" / "claims.html").read_text()  # generated from the results files

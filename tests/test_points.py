@@ -292,6 +292,16 @@ def test_the_decision_guide_ships_the_cheapest_option_inside_each_decode_budget(
     assert len(fig.axes) == 1 and len(fig.axes[0].texts) == 2  # the front's two options, labelled in place
 
 
+def test_every_method_of_the_synthesis_has_a_colour_of_its_own():
+    """report.color_of hashes unknown names, and "zoo"/"Yin (bm)" (and two more pairs) once shared one."""
+    from lic import points, synthesis
+
+    colours = [tuple(synthesis.method_color(m)) for m in synthesis.METHODS]
+    assert len(set(colours)) == len(colours)
+    registered = {e["method"] for e in points.entries(get_scale("cpu"))}
+    assert registered <= set(synthesis.METHODS), registered - set(synthesis.METHODS)  # a new method: name its colour
+
+
 def test_the_anatomy_figure_stacks_each_models_stages_and_labels_the_wide_ones():
     from lic import anatomy
 
@@ -329,3 +339,27 @@ def test_each_cpu_keeps_its_ratios_and_the_page_reads_them_side_by_side(tmp_path
     liao = rows["Liao (r=0.55)"]
     assert sorted(v for k, v in liao.items() if "threads" in k) == [1.1, 1.3]
     assert sum("threads" in k for k in rows["zoo (zoo)"]) == 1  # the second CPU kept no deployed zoo
+
+
+def test_the_synthesis_takes_a_wider_familys_points_with_that_familys_zoo_and_never_mixes_widths(monkeypatch):
+    from lic import synthesis, zoo
+
+    def entry(chapter, method, variant, lam=0.025, **meta):
+        return {"chapter": chapter, "name": points.slug(method, "bmshj2018-hyperprior", f"{lam:.4f}", variant),
+                "method": method, "arch": "bmshj2018-hyperprior", "lambda": lam, "variant": variant,
+                "rebuild": "lic.zoo:get", "spec": {"arch": "bmshj2018-hyperprior", "lmbda": lam, "train_missing": False},
+                "meta": meta, "file": None, "sha256": None, "bytes": 0}
+    index = {("smoke", "00_baselines"): [entry("00_baselines", "zoo", "zoo")],
+             ("smoke", "02_luo"): [entry("02_luo", "ERHP (Luo)", "ERHP")],
+             ("smoke-N128", "01_liao"): [entry("01_liao", "Liao (decoder pruning)", "r=0.55", ratio=0.55)]}
+    monkeypatch.setattr(points, "entries", lambda scale, chs: [e for ch in chs for e in index.get((scale.key, ch), [])])
+    monkeypatch.setattr(zoo, "read_manifest", lambda scale: {"bmshj2018-hyperprior-0.0250": {
+        "arch": "bmshj2018-hyperprior", "lambda": 0.025}} if scale.key == "smoke-N128" else {})
+    found, missing = synthesis.collect(S, ("00_baselines", "01_liao", "02_luo"))
+    assert missing == {"01_liao": "python -m lic.book run 01_liao --scale smoke"}  # at the scale's own width
+    wide = [e for e in found if e.get("width") == "N128"]
+    assert [(e["method"], e["arch"]) for e in wide] == [("zoo", "bmshj2018-hyperprior N128"),
+                                                       ("Liao (decoder pruning)", "bmshj2018-hyperprior N128")]
+    assert len({e["name"] for e in found}) == len(found) and all(e["name"].endswith("-N128") for e in wide)
+    assert synthesis.family_of(wide[1], S).key == "smoke-N128" and synthesis.family_of(found[0], S) == S
+    assert synthesis.stack_candidates(found) == []  # ERHP at N64 and Liao at N128 start from different models

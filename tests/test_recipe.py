@@ -137,3 +137,64 @@ def test_two_trainers_of_one_model_refuse_in_one_line(smoke, tmp_path, monkeypat
         first.wait()
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith(f"error: training of {name}.state.pt is already running (pid {first.pid}")
+
+
+def test_a_chapter_with_a_width_parameter_has_a_page_per_wider_family():
+    pages = book.pages()
+    assert pages.index("01_liao-N128") == pages.index("01_liao") + 1 and "02_luo-N128" in pages
+    assert "03_yin-N128" not in pages  # no `width` parameter: one page
+    assert book.resolve("01_liao", {"width": "N128", "ratios": "0.55"}) == (
+        "01_liao-N128", "01_liao", {"width": "N128", "ratios": "0.55"})
+    assert book.resolve("01_liao-N128") == ("01_liao-N128", "01_liao", {"width": "N128"})
+    assert book.resolve("01_liao", {"width": "N64"})[0] == "01_liao"  # the scale's own family: the chapter's page
+    with pytest.raises(ValueError, match="asks for another page: run `01_liao`"):
+        book.resolve("01_liao-N128", {"width": "N64"})
+    with pytest.raises(ValueError, match="unknown chapter '03_yin-N128'.*01_liao-N128"):
+        book.resolve("03_yin-N128")
+    assert book.main(["run", "01_liao", "--scale", "smoke", "-p", "width=N256"]) == 2
+
+
+def test_a_wider_familys_page_reads_its_own_models_and_the_scales_own_results(project):
+    smoke = get_scale("smoke")
+    ins = recipe.inputs("01_liao", smoke, {"width": "N128"})
+    wide = smoke.at_width("N128")
+    assert wide.key == "smoke-N128" and zoo.zoo_dir(wide) != zoo.zoo_dir(smoke)
+    (zoo.zoo_dir(wide)).mkdir(parents=True)
+    (zoo.zoo_dir(wide) / "manifest.json").write_text("{}")
+    after = recipe.inputs("01_liao", smoke, {"width": "N128"})
+    assert set(after) - set(ins) == {str(zoo.zoo_dir(wide) / "manifest.json")}
+    assert recipe.inputs("01_liao", smoke, {}) == recipe.inputs("01_liao", smoke, {"width": "N64"})  # the N128 zoo is not the base page's input
+    results = project / "runs" / "smoke" / "book" / "data" / "results" / "01_liao" / "smoke.json"
+    results.parent.mkdir(parents=True)
+    results.write_text("{}")  # the scale's own results: the wider page sets itself beside them
+    assert str(results.relative_to(project)) in recipe.inputs("01_liao", smoke, {"width": "N128"})
+    assert str(results.relative_to(project)) not in recipe.inputs("01_liao", smoke, {})
+
+
+def test_run_all_replays_an_executed_wider_page_and_names_one_never_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LIC_ZOO", str(tmp_path / "zoo"))
+    monkeypatch.setenv("LIC_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setattr(book, "book_root", lambda scale: tmp_path / "root")
+    smoke = get_scale("smoke")
+    for name in book.chapters():
+        recipe.record(_page(book.executed_path(name, "smoke"), {"scale": "smoke"}), name, smoke)
+    wide = _page(book.executed_path("01_liao-N128", "smoke"), {"scale": "smoke", "width": "N128", "ratios": "0.55"})
+    calls = []
+    monkeypatch.setattr(book, "run", lambda name, scale, params: calls.append((name, params)))
+    assert book.main(["run", "all", "--scale", "smoke"]) == 0
+    assert calls == [("01_liao-N128", {"width": "N128", "ratios": "0.55"})]  # no recipe yet: replayed as recorded
+    assert "02_luo-N128: not executed at this scale; `python -m lic.book run 02_luo-N128 --scale smoke`" in capsys.readouterr().out
+    recipe.record(wide, "01_liao", smoke)
+    calls.clear()
+    assert book.main(["run", "all", "--scale", "smoke"]) == 0 and calls == []
+    assert "01_liao-N128: up to date" in capsys.readouterr().out
+
+
+def test_a_pending_section_leaves_the_toc_with_its_chapter_kept():
+    import yaml
+
+    toc = yaml.safe_load((book.PROJECT / "_toc.yml").read_text())
+    kept = book.toc_without(toc, ["01_liao-N128"])
+    liao = next(c for part in kept["parts"] for c in part["chapters"] if c["file"] == "book/01_liao")
+    luo = next(c for part in kept["parts"] for c in part["chapters"] if c["file"] == "book/02_luo")
+    assert "sections" not in liao and luo["sections"] == [{"file": "book/02_luo-N128"}]

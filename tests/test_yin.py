@@ -163,6 +163,12 @@ def test_training_samples_lambda_and_saves_a_loadable_model(smoke, tmp_zoo):
     curve = pd.read_csv(yin.models_dir(smoke) / entry["curve"])  # the validation curve tells convergence
     assert {f"val_psnr@{lam}" for lam in smoke.lambdas} <= set(curve.columns)
     assert budget.rd_cost(curve, 0.0).notna().all()
+    lc = yin.learning_curve(yin.model_name("bmshj2018-hyperprior", "ecg+bm"), smoke)  # from step 0 (issue 41)
+    assert lc.step.tolist()[0] == 0 and len(lc) == 1 + len(curve) and set(curve.columns) <= set(lc.columns)
+    lam = zoo.middle_lambda(smoke)
+    assert lc[f"psnr@{lam}"].notna().all() and lc[f"psnr@{lam}"].iloc[0] != lc[f"psnr@{lam}"].iloc[-1]
+    fig = yin.curve_figure({"ecg+bm": lc}, smoke.lambdas)
+    assert len(fig.axes[0].lines) == 1 and len(fig.axes[0].lines[0].get_xdata()) == len(lc)
     again = yin.get("bmshj2018-hyperprior", smoke, "ecg+bm", train_missing=False)
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
