@@ -251,6 +251,7 @@ def tidy(path, name=None, results_root=None) -> int:
         if tags != list(cell.metadata.get("tags", [])):
             cell.metadata["tags"] = tags
             changed = True
+    changed |= _own_labels(nb, path.stem, name or _chapter_or_stem(path.stem))
     source = _findings_source(nb, name or _chapter_or_stem(path.stem), results_root)
     old = [i for i, c in enumerate(nb.cells) if c.metadata.get(FINDINGS)]
     if source is not None and [nb.cells[i].source for i in old] != [source]:
@@ -265,6 +266,27 @@ def tidy(path, name=None, results_root=None) -> int:
     if removed or changed:
         nbformat.write(nb, path)
     return removed
+
+
+_LABEL = re.compile(r"^(:name:\s*)(\S+)\s*$", re.M)
+
+
+def _own_labels(nb, page: str, chapter: str) -> bool:
+    """A chapter's second page (``01_liao-N128``: the same notebook) gets its own figure labels —
+    ``fig-liao-sweep-N128`` — and its references to them follow: one book may not hold a label twice."""
+    suffix = page[len(chapter):] if page != chapter and page.startswith(chapter) else ""
+    mine = {m.group(2) for c in nb.cells if c.cell_type == "markdown" for m in _LABEL.finditer(c.source)}
+    mine = {label for label in mine if not label.endswith(suffix)} if suffix else set()
+    changed = False
+    for c in nb.cells:
+        if c.cell_type != "markdown" or not mine:
+            continue
+        new = _LABEL.sub(lambda m: m.group(1) + m.group(2) + (suffix if m.group(2) in mine else ""), c.source)
+        for label in mine:
+            new = re.sub(r"(\{(?:num)?ref\}`(?:[^`<]*<)?)" + re.escape(label) + r"(>?`)", r"\g<1>" + label + suffix + r"\2", new)
+        if new != c.source:
+            c.source, changed = new, True
+    return changed
 
 
 def _chapter_or_stem(stem: str) -> str:

@@ -339,6 +339,20 @@ def derive(rows):
     return res
 
 
+def criterion_text(facts: dict, verdicts: list) -> tuple:
+    """(sentence, verdict) of "does the criterion matter?" for the prose: the best other criterion's
+    loss beside the activation range's, or, in a run of the activation range alone, that the
+    question was not asked (the ``criteria`` parameter)."""
+    verdict = next((c["verdict"] for c in verdicts if c["id"] == "liao-criterion"), None)
+    if facts["best_other"] is None or verdict is None:
+        return ("Only the activation range ran (the `criteria` parameter), so no other criterion was "
+                "compared at this width", "not asked in this run")
+    return (f"With the same budget, the best other criterion ({facts['best_other']}) loses "
+            f"{facts['others'][facts['best_other']]:.2f} dB at the same r ({facts['gap']:+.2f} dB relative to the "
+            f"activation range); that the activation range is the better criterion (by more than {QUALITY_TOL_DB} dB)",
+            verdict)
+
+
 def across_widths(rows_by_width: dict):
     """Activation-range pruning at each width, side by side: {label: the chapter's rows at that
     width (:func:`derive`'s columns)} -> one row per width, λ and r with the PSNR change against
@@ -352,7 +366,7 @@ def across_widths(rows_by_width: dict):
             ref = grp[grp.criterion == "unpruned"].iloc[0]
             for _, r in grp[grp.criterion == "activation range"].sort_values("ratio").iterrows():
                 out.append({"width": label, "λ": lam, "r": round(r.ratio, 2), "ΔPSNR (dB)": r.psnr - ref.psnr,
-                            "MAC reduction (x)": r.mac_reduction, "g_s speed-up (x)": r.gs_speedup,
+                            "MAC reduction (x)": r.mac_reduction, "gₛ speed-up (x)": r.gs_speedup,
                             "decode speed-up (x)": r.decode_speedup, "decode spread (%)": r.decode_spread_pct})
     return pd.DataFrame(out)
 

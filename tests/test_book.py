@@ -214,3 +214,22 @@ def test_a_run_starts_from_the_kept_measurements_and_keeps_what_it_measured(tmp_
     with pytest.raises(RuntimeError, match="failed at scale smoke"):
         book.run("02_luo", "smoke", progress=False, record=False)
     assert sorted(p.name for p in kept.glob("*.json")) == ["new-1.json", "old-1.json"]  # no time kept
+
+
+def test_a_chapters_second_page_gets_its_own_figure_labels(tmp_path):
+    """One book may not hold a label twice: the N128 page of 01 renamed fig-liao-sweep (a -W build failed)."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# Title"),
+                nbformat.v4.new_markdown_cell("```{glue:figure} liao_sweep\n:name: fig-liao-sweep\n\nCaption.\n```"),
+                nbformat.v4.new_markdown_cell("As {numref}`fig-liao-sweep` shows, and {ref}`text <fig-liao-sweep>`.")]
+    for page in ("01_liao-N128", "01_liao"):
+        nbformat.write(nb, tmp_path / f"{page}.ipynb")
+        book.tidy(tmp_path / f"{page}.ipynb", "01_liao", results_root=tmp_path)
+        book.tidy(tmp_path / f"{page}.ipynb", "01_liao", results_root=tmp_path)  # twice: no second suffix
+    wide = nbformat.read(tmp_path / "01_liao-N128.ipynb", as_version=4).cells
+    assert ":name: fig-liao-sweep-N128\n" in wide[1].source
+    assert wide[2].source == "As {numref}`fig-liao-sweep-N128` shows, and {ref}`text <fig-liao-sweep-N128>`."
+    own = nbformat.read(tmp_path / "01_liao.ipynb", as_version=4).cells
+    assert ":name: fig-liao-sweep\n" in own[1].source and "fig-liao-sweep-N128" not in own[2].source

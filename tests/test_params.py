@@ -159,14 +159,16 @@ def test_dry_run_at_paper_scale_lists_the_pretrained_files_and_what_is_missing(t
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     cache = tmp_path / "hub" / "checkpoints"
     cache.mkdir(parents=True)
-    present = model_urls["bmshj2018-hyperprior"]["mse"][3].rsplit("/", 1)[-1]  # λ = 0.0067
+    present = model_urls["bmshj2018-hyperprior"]["mse"][4].rsplit("/", 1)[-1]  # λ = 0.013
     (cache / present).write_bytes(b"")
     assert book.main(["run", "01_liao", "--scale", "paper", "--dry-run"]) == 0
-    out = capsys.readouterr().out
-    assert f"CompressAI's pretrained weights, 1 of 4 in torch.hub's cache ({cache})" in out
-    assert "bmshj2018-hyperprior-0.0067: present" in out
-    missing = model_urls["bmshj2018-hyperprior"]["mse"][5]
-    assert f"bmshj2018-hyperprior-0.0250: MISSING, fetch {missing}" in out
+    out = capsys.readouterr().out  # 01 runs at two λ: the middle one and the smallest
+    assert f"CompressAI's pretrained weights, 1 of 2 in torch.hub's cache ({cache})" in out
+    assert "bmshj2018-hyperprior-0.0130: present" in out
+    missing = model_urls["bmshj2018-hyperprior"]["mse"][2]
+    assert f"bmshj2018-hyperprior-0.0035: MISSING, fetch {missing}" in out
+    assert book.main(["run", "02_luo", "--scale", "paper", "--dry-run"]) == 0  # 02: every λ of each architecture
+    assert "bmshj2018-hyperprior-0.0250: MISSING, fetch" in capsys.readouterr().out
     assert book.main(["run", "05_tao", "--scale", "paper", "--dry-run"]) == 0  # 05: its one architecture
     assert "mbt2018-mean-0.0130: MISSING, fetch https://" in capsys.readouterr().out
 
