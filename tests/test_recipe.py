@@ -71,11 +71,17 @@ def test_a_page_is_up_to_date_until_its_notebook_code_or_models_change(project, 
     assert recipe.status(page, "01_liao", smoke, {"lambdas": "0.025"})["why"][0] == "parameters: lambdas='0.025'"
 
 
-def test_run_all_replays_each_pages_parameters_and_skips_the_unchanged(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def smoke_book(tmp_path, monkeypatch):
+    """An empty smoke book and zoo of its own; returns the smoke scale."""
     monkeypatch.setenv("LIC_ZOO", str(tmp_path / "zoo"))
     monkeypatch.setenv("LIC_RUNS", str(tmp_path / "runs"))
     monkeypatch.setattr(book, "book_root", lambda scale: tmp_path / "root")
-    smoke = get_scale("smoke")
+    return get_scale("smoke")
+
+
+def test_run_all_replays_each_pages_parameters_and_skips_the_unchanged(smoke_book, tmp_path, monkeypatch, capsys):
+    smoke = smoke_book
     for name in book.chapters():
         _page(book.executed_path(name, "smoke"), {"scale": "smoke"})
     recorded = book.executed_path("03_yin", "smoke")
@@ -171,11 +177,8 @@ def test_a_wider_familys_page_reads_its_own_models_and_the_scales_own_results(pr
     assert str(results.relative_to(project)) not in recipe.inputs("01_liao", smoke, {})
 
 
-def test_run_all_replays_an_executed_wider_page_and_names_one_never_run(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("LIC_ZOO", str(tmp_path / "zoo"))
-    monkeypatch.setenv("LIC_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setattr(book, "book_root", lambda scale: tmp_path / "root")
-    smoke = get_scale("smoke")
+def test_run_all_replays_an_executed_wider_page_and_names_one_never_run(smoke_book, monkeypatch, capsys):
+    smoke = smoke_book
     for name in book.chapters():
         recipe.record(_page(book.executed_path(name, "smoke"), {"scale": "smoke"}), name, smoke)
     wide = _page(book.executed_path("01_liao-N128", "smoke"), {"scale": "smoke", "width": "N128", "ratios": "0.55"})
