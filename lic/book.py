@@ -128,10 +128,10 @@ def kept_measurements(scale: str) -> Path:
     return book_root(scale) / "data" / "measured" / scale
 
 
-def run(name: str, scale: str = "cpu", parameters=None, progress=True, record=True) -> Path:
+def run(name: str, scale: str = "cpu", parameters=None, progress=True, record=True, announce=None) -> Path:
     """Execute chapter ``name`` (or one of its pages, :func:`pages`) at ``scale`` with papermill;
     return the executed notebook, which keeps its recipe (:mod:`lic.recipe`). One run per page and
-    scale at a time (:mod:`lic.lock`)."""
+    scale at a time (:mod:`lic.lock`); ``announce`` is printed once the run holds its lock."""
     check_choice("scale", scale, tuple(SCALES))
     name, chapter, parameters = resolve(name, parameters)
     lic_params.check(chapter, {"scale": scale, **parameters})  # before papermill starts
@@ -139,6 +139,8 @@ def run(name: str, scale: str = "cpu", parameters=None, progress=True, record=Tr
     from .zoo import runs_dir
 
     with held(runs_dir(get_scale(scale)) / "locks" / f"{name}.lock", f"chapter {name} at scale {scale}"):
+        if announce:
+            print(announce)
         return _run(name, scale, parameters, progress, record, chapter)
 
 
@@ -161,6 +163,8 @@ def _run(name, scale, parameters, progress, record, chapter) -> Path:
 
     measured, kept = runs_dir(get_scale(scale)) / "measured", kept_measurements(scale)
     share_untimed(kept, measured)
+    # the code the run executes, hashed now: a module edited while it runs makes the page stale
+    code = recipe.inputs(chapter, get_scale(scale), {"scale": scale, **(parameters or {})})
     t0 = time.time()
     ok = False
     try:
@@ -182,7 +186,7 @@ def _run(name, scale, parameters, progress, record, chapter) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tidy(partial, chapter)
     shutil.move(partial, out)
-    recipe.record(out, chapter, get_scale(scale))  # its parameters and inputs: a replay skips it while they hold
+    recipe.record(out, chapter, get_scale(scale), code=code)  # its parameters and inputs: a replay skips it while they hold
     return out
 
 
@@ -762,9 +766,9 @@ def main(argv=None) -> int:
             if st["up_to_date"] and not args.force:
                 print(f"{name}: up to date ({_recipe_line(st)}); skipped, `--force` reruns it")
                 continue
-            print(f"running {name} at scale {args.scale} -> {executed_path(name, args.scale)} ({_recipe_line(st)})")
             try:
-                run(name, args.scale, replay)
+                run(name, args.scale, replay, announce=f"running {name} at scale {args.scale} -> "
+                                                      f"{executed_path(name, args.scale)} ({_recipe_line(st)})")
             except Busy as err:
                 print(f"error: {err}", file=sys.stderr)
                 return 2

@@ -104,6 +104,9 @@ def distill(teacher, width: int, data, steps: int, lmbda: float, scale, run_dir=
 # operating points (06_synthesis measures them beside every other chapter's) and the questions
 
 CHAPTER = "07_controls"
+LIAO = "Liao (decoder pruning)"  # 01_liao's method name on its points
+DECAYED = "mask decay"  # the EVC control's method name (lic.maskdecay)
+MARGIN_PP = 0.5  # one method beats another when its Δrate at equal PSNR is lower by more than this (percentage points)
 
 
 def scratch_view(arch: str, lmbda: float, width: int, scale, root=None):
@@ -132,34 +135,48 @@ def register_distilled(student, teacher, arch: str, lmbda: float, width: int, ra
                            meta={"ratio": ratio, "width": width, "steps": steps})
 
 
-MARGIN_PP = 0.5  # one method beats another when its Δrate at equal PSNR is lower by more than this (percentage points)
+def register_decayed(model, teacher, arch: str, lmbda: float, ratio: float, steps: int, scale) -> dict:
+    """A mask-decayed decoder (:func:`lic.maskdecay.decay`) as a point: its g_s is stored (the rest
+    is the zoo model's)."""
+    from . import points
+
+    return points.register(CHAPTER, scale, model, method=DECAYED, arch=arch, lmbda=lmbda,
+                           variant=f"r={ratio:g}, {steps} steps", base=teacher, rebuild="lic.zoo:get",
+                           spec={"arch": arch, "lmbda": lmbda, "train_missing": False},
+                           meta={"ratio": ratio, "steps": steps})
 
 
-LIAO = "Liao (decoder pruning)"  # 01_liao's method name on its points
+# (claim id, winner, loser, which rows, the question): the controls at Liao's own fine-tune budget
+QUESTIONS = (
+    ("controls-scratch", LIAO, "scratch", None,
+     "Liao's pruned decoder costs less rate than the same decoder width trained from scratch with the zoo's schedule"),
+    ("controls-distilled", LIAO, "distilled", 1,
+     "Liao's pruned decoder costs less rate than the same decoder width distilled from the zoo model"),
+    ("controls-mask-decay", DECAYED, LIAO, 1,
+     "mask decay costs less rate than Liao's pruning, for the same decoder and the same training steps"),
+)
 
 
-def claims_for(rows: list, bars, budgets) -> list:
-    """The chapter's questions as claims (this book's own; bars from ``data/papers/claims.csv``):
-    does Liao's pruning beat the same decoder MACs trained from scratch, and distilled at Liao's
-    own fine-tune budget? Each decided per (λ, ratio) with :func:`lic.claims.share`."""
+def claims_for(rows: list, bars) -> list:
+    """The chapter's questions as claims (this book's own, :data:`QUESTIONS`; the margin from
+    ``data/papers/claims.csv``), each decided per (λ, ratio) with :func:`lic.claims.share`; a
+    control trained for several budgets is compared at Liao's own (``budget`` 1)."""
     from . import claims
 
     b = bars[bars.chapter == CHAPTER].set_index("claim").value.astype(float)
     margin = b["Δrate at equal PSNR lower than the control's by more than"]
     out = []
-    for cid, control, sub, what in (
-            ("controls-scratch", "scratch", rows, "the same decoder width trained from scratch with the zoo's schedule"),
-            ("controls-distilled", "distilled", [r for r in rows if r["method"] != "distilled" or r.get("budget") == 1],
-             "the same decoder width distilled from the zoo model with Liao's fine-tune steps")):
-        cases = beats(sub, LIAO, control, margin)
-        gaps = [c[f"{LIAO} Δrate (%)"] - c[f"{control} Δrate (%)"] for c in cases]
+    for cid, winner, loser, budget, question in QUESTIONS:
+        sub = [r for r in rows if budget is None or r.get("budget") in (None, budget)]
+        cases = beats(sub, winner, loser, margin)
+        gaps = [c[f"{winner} Δrate (%)"] - c[f"{loser} Δrate (%)"] for c in cases]
+        control = loser if winner == LIAO else winner
         out.append(claims.make(
-            cid, f"Liao's pruned decoder costs less rate than {what}, at equal decode MACs",
-            f"Δrate lower by > {margin:g} pp",
-            (f"{sum(c['met'] for c in cases)} of {len(cases)} (λ, r); Liao minus {control}: "
+            cid, f"{question}, at equal decode MACs", f"Δrate lower by > {margin:g} pp",
+            (f"{sum(c['met'] for c in cases)} of {len(cases)} (λ, r); {winner} minus {loser}: "
              f"{min(gaps):+.2f} to {max(gaps):+.2f} pp" if cases else f"no {control} decoder measured"),
             claims.share(sum(c["met"] for c in cases), len(cases)),
-            f"per (λ, r): Liao's Δrate at equal PSNR vs the zoo lower than the {control} decoder's by more than "
+            f"per (λ, r): {winner}'s Δrate at equal PSNR vs the zoo lower than {loser}'s by more than "
             f"{margin:g} percentage points", "Paper vs ours"))
     return out
 

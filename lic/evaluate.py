@@ -227,14 +227,16 @@ def defined_by_weights(model) -> bool:
     so that a measurement kept under its fingerprint describes it whichever chapter made it:
     CompressAI models (pruned or not) and the fixed-λ view of a variable-rate model (λ is a buffer).
     Not: a slimmable supernet and its views (the capacity or the router is a Python attribute), the
-    RNN codec (its iteration count), an int8 model (no fingerprint)."""
+    RNN codec (its iteration count), an int8 model (no fingerprint), a deployed model (its runtime
+    parts hold no tensors: an OpenVINO f32 g_s and two NNCF int8 ones of the same zoo model would
+    share one fingerprint, that of the eager parts left)."""
     from compressai.models import CompressionModel
 
     from .models.rate import AtLambda
     from .models.slimmable import SlimMeanScale
 
     return (isinstance(model, (CompressionModel, AtLambda)) and not isinstance(model, SlimMeanScale)
-            and fingerprintable(model))
+            and not hasattr(model, "deployment") and fingerprintable(model))
 
 
 def quality_cached(model, images, cache_dir, identity=None, version=MEASUREMENT_VERSION) -> dict:

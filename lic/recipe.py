@@ -150,15 +150,22 @@ def recorded(page: Path):
     return json.loads(Path(page).read_text()).get("metadata", {}).get("lic", {}).get("recipe")
 
 
-def record(page: Path, name: str, scale, how: str = "executed") -> dict:
+CODE = ("notebooks/", "lic/")  # inputs a run executes (hashed when it starts), not data it may write
+
+
+def record(page: Path, name: str, scale, how: str = "executed", code=None) -> dict:
     """Keep the recipe of ``page`` (its injected parameters, the inputs as they are now) in its
     metadata. ``how``: "executed" right after a run; "stamped" when an existing page is declared
-    to be the current inputs' page without executing it (the page says so on the status page)."""
+    to be the current inputs' page without executing it (the page says so on the status page).
+    ``code``: :func:`inputs` taken when the run started; its notebook and ``lic`` hashes are kept
+    (what the run executed), the data's are taken now (a chapter writes its own models and points)."""
     import nbformat
 
     page = Path(page)
     params = injected_parameters(page)
     ins = inputs(name, scale, params)
+    if code:
+        ins = {k: v for k, v in ins.items() if not k.startswith(CODE)} | {k: v for k, v in code.items() if k.startswith(CODE)}
     recipe = {"parameters": params, "fingerprint": fingerprint(ins, params), "inputs": ins, "how": how,
               "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     nb = nbformat.read(page, as_version=4)

@@ -53,3 +53,21 @@ def test_one_method_beats_another_only_by_more_than_the_margin():
     got = controls.beats(rows, "Liao", "scratch")
     assert [(g["lambda"], g["ratio"], g["met"]) for g in got] == [(0.0035, 0.55, True), (0.013, 0.55, False)]
     assert [g["met"] for g in controls.beats(rows, "scratch", "Liao")] == [False, False]
+
+
+def test_the_three_questions_are_decided_at_liaos_own_budget():
+    import pandas as pd
+
+    bars = pd.DataFrame([{"chapter": controls.CHAPTER, "claim": "Δrate at equal PSNR lower than the control's by more than",
+                          "value": 0.5}])
+    row = lambda method, rate, budget=None: {"method": method, "lambda": 0.013, "ratio": 0.55,
+                                             "rate_vs_zoo_pct": rate, "budget": budget}
+    rows = [row(controls.LIAO, 5.0), row("scratch", 7.0), row("distilled", 4.0, 1), row("distilled", 1.0, 10),
+            row(controls.DECAYED, 4.2, 1), row(controls.DECAYED, 0.5, 10)]
+    got = {c["id"]: c for c in controls.claims_for(rows, bars)}
+    assert got["controls-scratch"]["verdict"] == "reproduced"          # Liao 5.0 < scratch 7.0 - 0.5
+    assert got["controls-distilled"]["verdict"] == "not reproduced"    # at budget 1 distillation wins (4.0)
+    assert got["controls-mask-decay"]["verdict"] == "reproduced"       # 4.2 < 5.0 - 0.5; the 10x run not used
+    assert "1 of 1" in got["controls-mask-decay"]["ours"]
+    none = {c["id"]: c for c in controls.claims_for([row(controls.LIAO, 5.0)], bars)}
+    assert "no mask decay decoder measured" in none["controls-mask-decay"]["ours"]

@@ -41,6 +41,20 @@ def test_a_deployed_model_codes_like_eager_and_bitstreams_cross_runtimes(arch, s
             assert psnr(out, ref) > 60  # float rounding of g_s only: the latents decoded identically
 
 
+def test_two_deployments_of_one_model_never_share_a_kept_measurement(smoke, images, tmp_path):
+    from lic.evaluate import defined_by_weights, quality_cached
+
+    eager = _model("bmshj2018-hyperprior", smoke)
+    f32 = deploy.deploy(eager, "openvino", parts=("g_s",))
+    M = eager.g_s[0].weight.shape[0]
+    int8 = deploy.deploy(eager, "openvino", parts=("g_s",), int8={"g_s": [torch.randn(1, M, 4, 4) * 4 for _ in range(4)]})
+    assert defined_by_weights(eager) and not defined_by_weights(f32) and not defined_by_weights(int8)
+    few = images[:1]
+    a = quality_cached(f32, few, tmp_path, identity="f32")
+    b = quality_cached(int8, few, tmp_path, identity="int8")  # same eager parts: kept apart by identity
+    assert a["psnr"] != b["psnr"] and len(list(tmp_path.glob("*.json"))) == 2
+
+
 def test_an_autoregressive_model_deploys_its_transforms_and_keeps_its_loop(smoke, images):
     fast = deploy.deploy(_model("mbt2018", smoke), "openvino")
     fast.update(force=True)

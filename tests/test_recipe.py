@@ -66,6 +66,12 @@ def test_a_page_is_up_to_date_until_its_notebook_code_or_models_change(project, 
     manifest.parent.mkdir(parents=True)
     manifest.write_text('{"bmshj2018-hyperprior-0.0067": {}}')
     assert recipe.status(page, "01_liao", smoke)["why"] == [f"new: {manifest}"]
+    # a module edited while the run executed: the page keeps the code the run started with, so it is stale
+    started = recipe.inputs("01_liao", smoke, {"scale": "smoke", "lambdas": "0.0067"})
+    (project / "lic" / "liao.py").write_text((project / "lic" / "liao.py").read_text() + "\n# edited mid-run\n")
+    recipe.record(page, "01_liao", smoke, code=started)
+    assert recipe.status(page, "01_liao", smoke)["why"] == ["changed: lic/liao.py"]
+    recipe.record(page, "01_liao", smoke)
     # other parameters asked for: a rerun, saying which
     recipe.record(page, "01_liao", smoke)
     assert recipe.status(page, "01_liao", smoke, {"lambdas": "0.025"})["why"][0] == "parameters: lambdas='0.025'"
@@ -92,7 +98,7 @@ def test_run_all_replays_each_pages_parameters_and_skips_the_unchanged(smoke_boo
     (tmp_path / "zoo" / "03_yin" / "smoke").mkdir(parents=True)  # a model of 03 appears: 03 and 06 rerun
     (tmp_path / "zoo" / "03_yin" / "smoke" / "manifest.json").write_text("{}")
     calls = []
-    monkeypatch.setattr(book, "run", lambda name, scale, params: calls.append((name, params)))
+    monkeypatch.setattr(book, "run", lambda name, scale, params, announce=None: calls.append((name, params)) or print(announce))
     assert book.main(["run", "all", "--scale", "smoke"]) == 0
     assert calls == [("03_yin", {"archs": "bmshj2018-hyperprior"}), ("04_yu", {}), ("06_synthesis", {})]
     out = capsys.readouterr().out
@@ -116,8 +122,9 @@ def test_a_second_run_of_the_same_chapter_is_refused_and_a_dead_holders_lock_tak
     try:
         t0 = time.time()
         assert book.main(["run", "00_baselines", "--scale", "smoke", "--force"]) == 2
-        err = capsys.readouterr().err.strip()
-        assert time.time() - t0 < 30 and len(err.splitlines()) == 1
+        out, err = capsys.readouterr()
+        err = err.strip()
+        assert time.time() - t0 < 30 and len(err.splitlines()) == 1 and "running" not in out  # refused, not announced
         assert f"chapter 00_baselines at scale smoke is already running (pid {first.pid}" in err
         with lock.held(tmp_path / "other.lock", "another chapter"):  # a different lock is free
             pass
@@ -183,7 +190,7 @@ def test_run_all_replays_an_executed_wider_page_and_names_one_never_run(smoke_bo
         recipe.record(_page(book.executed_path(name, "smoke"), {"scale": "smoke"}), name, smoke)
     wide = _page(book.executed_path("01_liao-N128", "smoke"), {"scale": "smoke", "width": "N128", "ratios": "0.55"})
     calls = []
-    monkeypatch.setattr(book, "run", lambda name, scale, params: calls.append((name, params)))
+    monkeypatch.setattr(book, "run", lambda name, scale, params, announce=None: calls.append((name, params)) or print(announce))
     assert book.main(["run", "all", "--scale", "smoke"]) == 0
     assert calls == [("01_liao-N128", {"width": "N128", "ratios": "0.55"})]  # no recipe yet: replayed as recorded
     assert "02_luo-N128: not executed at this scale; `python -m lic.book run 02_luo-N128 --scale smoke`" in capsys.readouterr().out
