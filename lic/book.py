@@ -580,9 +580,10 @@ def plan(name: str, scale: str, parameters=None) -> list:
         image_ms = synthesis.zoo_image_ms(S)
         if image_ms and found:
             points = found + synthesis.stack_candidates(found)
-            secs, unknown = synthesis.timing_seconds(points, p.timed_images, S.timing_repeats, image_ms)
+            secs, unknown = synthesis.timing_seconds(points, p.timed_images, S.timing_repeats, image_ms, len(p.runtimes))
             done = sorted(f.name.rsplit("-", 1)[0] for f in (zoo.runs_dir(S) / name / "timing").glob("*.json"))
-            lines.append(f"  timing: ≈ {secs / 60:.0f} min for {len(points)} points, one interleaved run per "
+            lines.append(f"  timing: ≤ {secs / 60:.0f} min for {len(points)} points × {len(p.runtimes)} runtime"
+                         f"{'s' * (len(p.runtimes) > 1)} ({', '.join(p.runtimes)}), one interleaved run per "
                          f"architecture, each kept on this machine when it ends ({p.timed_images} images, "
                          f"{S.timing_repeats} repeats + a warm-up, at 00_baselines' encode + decode time of each "
                          "architecture" + (f"; {unknown} points of other codecs not estimated" if unknown else "")

@@ -27,8 +27,6 @@ from .train import TrainConfig, train
 
 # of a distilled decoder's steps, this share reproduces the teacher; the rest fine-tunes on the image
 DISTILL_SHARE = 0.5
-# Liao's fine-tune: g_s only, Adam from 1e-4 down to 1e-5 (lic.liao.sweep)
-LR, LR_FINAL = 1e-4, 1e-5
 
 
 def full_width(model) -> int:
@@ -88,13 +86,13 @@ def distill(teacher, width: int, data, steps: int, lmbda: float, scale, run_dir=
     state = (lambda part: Path(run_dir) / f"{tag}-{part}.state.pt") if run_dir else (lambda part: None)
     if first:
         view = Distill(teacher, student, lmbda)
-        cfg = TrainConfig.from_scale(scale, lmbda, steps=first, lr=LR, lr_final=LR_FINAL, eval_every=0,
-                                     late_crop=0, late_frac=0.0)
+        cfg = TrainConfig.from_scale(scale, lmbda, steps=first, lr=liao.FINETUNE_LR,
+                                     lr_final=liao.FINETUNE_LR_FINAL, eval_every=0, late_crop=0, late_frac=0.0)
         train(view, data, cfg, checkpoint=state("distill"), params=list(student.g_s.parameters()),
               progress=progress, desc=f"distil g_s w={width} λ={lmbda}")
     if steps - first:
-        cfg = TrainConfig.from_scale(scale, lmbda, steps=steps - first, lr=LR, lr_final=LR_FINAL, eval_every=0,
-                                     late_crop=0, late_frac=0.0)
+        cfg = TrainConfig.from_scale(scale, lmbda, steps=steps - first, lr=liao.FINETUNE_LR,
+                                     lr_final=liao.FINETUNE_LR_FINAL, eval_every=0, late_crop=0, late_frac=0.0)
         train(student, data, cfg, checkpoint=state("finetune"), params=list(student.g_s.parameters()),
               progress=progress, desc=f"fine-tune g_s w={width} λ={lmbda}")
     return student.eval()

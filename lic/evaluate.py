@@ -292,6 +292,38 @@ def model_macs(model, height=512, width=768) -> int:
     return macs(model, torch.zeros(1, 3, height, width))
 
 
+# a point against a curve (lic.synthesis; 00's wider family against CompressAI's published curve)
+EXTRAPOLATE_DB = 1.0  # how far beyond a curve's ends its end segments are extended: dB of PSNR,
+REACH_FACTOR = 1.5    # and factor of bpp
+
+
+def _along(xs, ys, x: float, reach: float) -> float:
+    """y at ``x`` on the piecewise-linear curve (xs ascending), its end segments extended by at most
+    ``reach`` beyond the ends; ``nan`` farther out."""
+    if len(xs) < 2 or not xs[0] - reach <= x <= xs[-1] + reach:
+        return float("nan")
+    i = 0 if x < xs[0] else len(xs) - 2 if x > xs[-1] else None
+    if i is None:
+        return float(np.interp(x, xs, ys))
+    return float(ys[i] + (ys[i + 1] - ys[i]) * (x - xs[i]) / (xs[i + 1] - xs[i]))
+
+
+def rate_at(curve: dict, psnr: float, reach: float = EXTRAPOLATE_DB) -> float:
+    """bpp the curve ({"bpp", "psnr"}) needs for ``psnr``: log-bpp linear in PSNR between its
+    points, extended at most ``reach`` dB beyond them; ``nan`` farther out."""
+    order = np.argsort(curve["psnr"])
+    q, b = np.asarray(curve["psnr"], float)[order], np.log(np.asarray(curve["bpp"], float)[order])
+    return float(np.exp(_along(q, b, psnr, reach)))
+
+
+def psnr_at(curve: dict, bpp: float, reach_factor: float = REACH_FACTOR) -> float:
+    """PSNR the curve reaches at ``bpp``: linear in log-bpp between its points, the end segments
+    extended to at most ``reach_factor`` times fewer or more bits; ``nan`` farther out."""
+    order = np.argsort(curve["bpp"])
+    b, q = np.log(np.asarray(curve["bpp"], float)[order]), np.asarray(curve["psnr"], float)[order]
+    return _along(b, q, math.log(bpp), math.log(reach_factor))
+
+
 def bd(anchor: dict, test: dict, min_overlap=0.75) -> dict:
     """BD-rate (%) and BD-PSNR (dB) of ``test`` against ``anchor``, each {'bpp': [], 'psnr': []}.
 
@@ -367,7 +399,8 @@ def interleaved_times(models: dict, images, repeats=5, progress=True, desc="timi
     ``models``: {name: codec with CompressAI's contract}, each ``update()``-ed and in eval mode.
     Returns {name: {"encode_ms", "decode_ms" (median over repeats of the per-repeat mean over
     images), "encode_spread_pct", "decode_spread_pct" ((max − min) / median of those per-repeat
-    means), "decode_stages_ms" ({stage: median ms}: where the decode time went, :mod:`lic.stages`),
+    means), "encode_ms_repeats", "decode_ms_repeats" (the per-repeat means, in the order of the
+    repeats: a ratio of two models within one repeat cancels the noise both saw), "decode_stages_ms" ({stage: median ms}: where the decode time went, :mod:`lic.stages`),
     "decoded" ([{psnr, bpp}] per image: what each model's timed bitstreams decode to), "repeats"}}.
     """
     pads = [pad_to(to_tensor(img), PAD, MIN_SIZE) for _, img in images]
@@ -407,5 +440,6 @@ def interleaved_times(models: dict, images, repeats=5, progress=True, desc="timi
         return (max(ts) - min(ts)) / statistics.median(ts) * 100
     return {n: {"encode_ms": statistics.median(enc_t[n]), "decode_ms": statistics.median(dec_t[n]),
                 "encode_spread_pct": spread(enc_t[n]), "decode_spread_pct": spread(dec_t[n]),
+                "encode_ms_repeats": enc_t[n], "decode_ms_repeats": dec_t[n],
                 "decode_stages_ms": {st: statistics.median(r.get(st, 0.0) for r in stages[n]) for st in dict.fromkeys(k for r in stages[n] for k in r)},
                 "decoded": decoded[n], "repeats": repeats} for n in models}

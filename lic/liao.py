@@ -125,6 +125,7 @@ def random_scores(seed: int = 0):
     return scores
 
 
+FINETUNE_LR, FINETUNE_LR_FINAL = 1e-4, 1e-5  # the fine-tune after pruning: Adam on g_s, this to that (cosine)
 CRITERIA = {"activation range": activation_range, "L1-norm": l1_norm, "random": random_scores(0)}
 
 
@@ -254,7 +255,7 @@ def sweep(base, lmbda: float, criteria: dict, ratios, x0, data, images, scale, r
         model = copy.deepcopy(base)
         info = prune_decoder(model, ratio, scores[name])
         before = evaluate(model, images, real=False, progress=False)["mean"]["psnr"]
-        cfg = TrainConfig.from_scale(scale, lmbda, steps=finetune_steps, lr=1e-4, lr_final=1e-5,
+        cfg = TrainConfig.from_scale(scale, lmbda, steps=finetune_steps, lr=FINETUNE_LR, lr_final=FINETUNE_LR_FINAL,
                                      eval_every=0, late_crop=0, late_frac=0.0)
         tag = f"{name.replace(' ', '_')}-{ratio:.2f}-{lmbda:.4f}"
         train(model, data, cfg, checkpoint=run_dir / f"{tag}.state.pt",

@@ -31,7 +31,6 @@ from . import liao, surgery
 from .train import Hook, TrainConfig, train
 
 DECAY_SHARE = 0.5  # the masks reach 0 halfway; the second half trains the narrow decoder as it will ship
-LR, LR_FINAL = 1e-4, 1e-5  # Liao's fine-tune (g_s only; lic.liao.sweep)
 
 
 class Decaying(nn.Module):
@@ -104,8 +103,8 @@ def decay(base, ratio: float, scores: dict, data, steps: int, lmbda: float, scal
     the channels Liao's pruning at ``ratio`` removes (by ``scores``), then had them removed."""
     model = copy.deepcopy(base).eval()
     drop = add_masks(model, ratio, scores)
-    cfg = TrainConfig.from_scale(scale, lmbda, steps=steps, lr=LR, lr_final=LR_FINAL, eval_every=0,
-                                 late_crop=0, late_frac=0.0)
+    cfg = TrainConfig.from_scale(scale, lmbda, steps=steps, lr=liao.FINETUNE_LR,
+                                 lr_final=liao.FINETUNE_LR_FINAL, eval_every=0, late_crop=0, late_frac=0.0)
     state = Path(run_dir) / f"decay-{ratio:.2f}-{steps}-{lmbda:.4f}.state.pt" if run_dir else None
     train(model, data, cfg, checkpoint=state, hooks=[MaskDecay(drop, steps)], params=list(model.g_s.parameters()),
           progress=progress, desc=f"mask decay r={ratio} λ={lmbda}")

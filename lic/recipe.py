@@ -113,7 +113,7 @@ def inputs(name: str, scale, parameters=None) -> dict:
     files = sorted((PROJECT / "data" / "papers").glob("*")) + sorted((PROJECT / "data" / "reference").rglob("*"))
     for folder in _model_folders(name, scale, parameters or {}):
         files += sorted(folder.rglob("*.json")) if folder.exists() else []
-    root = (PROJECT if scale.name == "cpu" else PROJECT / "runs" / scale.name / "book") / "data" / "results"  # lic.book's
+    root = PROJECT / "data" / "results"  # where lic.report.save_results writes, at every scale
     if name == SYNTHESIS:  # the chapters' results it reads
         files += sorted(p for p in root.glob(f"*/{scale.name}.json") if p.parent.name != name)
     elif scale.at_width((parameters or {}).get("width") or "").family:  # a wider family's page sets itself beside the scale's own

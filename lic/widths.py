@@ -111,24 +111,29 @@ def figure(rows: list):
     from . import report
 
     runtimes = list(dict.fromkeys(r["runtime"] for r in rows))
-    fig, axes = report.figure(len(runtimes), 1, height=3.2)
+    fig, axes = report.figure(len(runtimes), 1, height=3.4)
+    ends = {}
     for ax, rt in zip(axes[0], runtimes):
+        ends[rt] = []
         for g in dict.fromkeys(r["geometry"] for r in rows if r["geometry"] != FULL):
             pts = [r for r in rows if r["runtime"] == rt and r["geometry"] == g]
             xs, ys = [r["N"] for r in pts], [r["speedup"] for r in pts]
             line, = ax.plot(xs, ys, "o-", ms=3, lw=1)
-            ax.annotate(g, (xs[-1], ys[-1]), xytext=(4, 0), textcoords="offset points", fontsize=7,
-                        va="center", color=line.get_color())
+            ends[rt].append(((xs[-1], ys[-1]), g, line.get_color()))
         ax.axhline(1, color="grey", lw=0.8, ls=":")
         ns = sorted({r["N"] for r in rows})
         ax.set_xticks(ns, [f"{n}/{next(r['M'] for r in rows if r['N'] == n)}" for n in ns])
-        ax.set_xlim(min(ns) - 10, max(ns) * 1.45)  # room for the labels
+        ax.set_xlim(min(ns) - 10, max(ns) + (max(ns) - min(ns) + 20) * 0.75)  # room for the labels
         ax.set(title=rt, xlabel="widths N / M (random weights)", ylabel="speed-up vs the full decoder (×)")
     lo = min(a.get_ylim()[0] for a in axes[0])
     hi = max(a.get_ylim()[1] for a in axes[0])
     for a in axes[0]:
         a.set_ylim(lo, hi)  # one scale: runtimes compare across panels
     fig.tight_layout()
+    for ax, rt in zip(axes[0], runtimes):  # labels spread so none overlaps, each in its line's colour
+        end = ax.transAxes.inverted().transform(ax.transData.transform((max(ns), 0)))[0]
+        report.label_column(ax, [p for p, _, _ in ends[rt]], [g for _, g, _ in ends[rt]], x=end + 0.06,
+                            colors=[c for _, _, c in ends[rt]])
     return fig
 
 

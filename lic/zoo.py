@@ -550,6 +550,62 @@ def bd_vs_webp(scale: Scale) -> dict:
             if len(pts) >= 2}
 
 
+def at_compressai_widths(scale: Scale) -> list:
+    """Every model of the scale's own zoo and of each wider family (:data:`lic.scales.WIDER`) whose
+    λ is one of CompressAI's qualities, beside CompressAI's published model of that architecture and
+    quality on Kodak: PSNR and bpp of both (ours from the manifest: the stored file, real
+    bitstreams, all test images) and the rate ours spends over the published curve at equal PSNR
+    (:func:`lic.evaluate.rate_at`). At ``N=128, M=192`` (bmshj2018-hyperprior, qualities 1–5) the
+    two are the same architecture, so the gap is our training's alone. Empty off Kodak."""
+    from compressai.zoo.image import cfgs
+
+    from .evaluate import rate_at
+    from .report import published
+    from .scales import WIDER
+
+    if scale.test_set != "kodak":
+        return []
+    rows = []
+    for at in [scale.at_width("")] + [scale.at_width(w) for w in WIDER]:
+        for name, e in sorted(read_manifest(at).items()):
+            q = PAPER_QUALITY.get(e.get("lambda"))
+            if q is None or e.get("decoder_width") or e.get("psnr") is None:
+                continue
+            pub = published(e["arch"])
+            if q > len(pub["bpp"]):
+                continue
+            need = rate_at(pub, e["psnr"])
+            rows.append({"arch": e["arch"], "N, M (ours)": ", ".join(str(e["widths"][k]) for k in ("N", "M") if k in e["widths"]),
+                         "N, M (CompressAI)": ", ".join(map(str, cfgs[e["arch"]][q])),
+                         "λ": e["lambda"], "quality": q, "steps": e["steps"],
+                         "PSNR (ours)": e["psnr"], "bpp (ours)": e["bpp"],
+                         "PSNR (CompressAI)": pub["psnr"][q - 1], "bpp (CompressAI)": pub["bpp"][q - 1],
+                         "rate over CompressAI at equal PSNR (%)": 100 * (e["bpp"] / need - 1) if need == need
+                         else float("nan")})
+    return rows
+
+
+def at_compressai_widths_text(rows: list) -> str:
+    """One sentence from :func:`at_compressai_widths`' rows: each model trained at CompressAI's own
+    widths against CompressAI's, beside our narrower model of the same architecture and λ."""
+    from .report import pct
+
+    key = "rate over CompressAI at equal PSNR (%)"
+    same = [r for r in rows if r["N, M (ours)"] == r["N, M (CompressAI)"]]
+    if not rows:
+        return "No zoo model here has the λ of a CompressAI quality on Kodak (the published points are Kodak's)."
+    if not same:
+        return "No model at CompressAI's own widths is in the zoo at this scale yet."
+    narrow = {(r["arch"], r["λ"]): r for r in rows if r["N, M (ours)"] != r["N, M (CompressAI)"]}
+    parts = []
+    for r in same:
+        other = narrow.get((r["arch"], r["λ"]))
+        parts.append(f"{r['arch']} at N, M = {r['N, M (ours)']}, λ = {r['λ']:g} (quality {r['quality']}, "
+                     f"{r['steps']:,} steps): {pct(r[key])} rate over CompressAI's model at equal PSNR"
+                     + (f", against {pct(other[key])} for ours at N, M = {other['N, M (ours)']}" if other else ""))
+    return "Measured: " + "; ".join(parts) + "."
+
+
 def schedule_comparison(scale: Scale) -> list:
     """For each architecture whose models ``adopt`` replaced: the replaced and the current family
     side by side (steps, training hours over all λ, BD-rate vs published WebP on Kodak)."""

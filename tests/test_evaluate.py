@@ -230,4 +230,5 @@ def test_interleaved_times_say_where_each_decode_went(smoke):
     assert set(stages) == {"z decode", "h_s", "index table", "y decode", "g_s", "other"}
     assert all(v >= 0 for k, v in stages.items() if k != "other")
     assert sum(stages.values()) == pytest.approx(t["decode_ms"], rel=0.2)  # medians of parts vs of totals
+    assert len(t["decode_ms_repeats"]) == 3 and sorted(t["decode_ms_repeats"])[1] == t["decode_ms"]  # kept for paired ratios
     assert "forward" not in vars(model.g_s)

@@ -148,6 +148,56 @@ def test_compare_measures_against_the_zoo_of_the_same_architecture():
     assert synthesis.what_to_use([{**use[0], "BD-rate vs zoo (%)": 3.0, "Δrate at equal PSNR (%)": 3.0}], 2.0) == []
 
 
+def test_what_to_use_holds_a_deployed_family_against_the_zoo_in_the_same_runtime():
+    """An NNCF int8 decoder in OpenVINO is 1.70x as fast as the eager zoo, but the zoo in OpenVINO
+    f32 is 1.63x: the method buys 1.04x, inside the spread — the rest is the runtime's."""
+    from lic import synthesis
+
+    zoo = {"method": synthesis.ZOO, "arch": "a", "variant": "zoo", "runtime": "eager", "BD-rate vs zoo (%)": 0.0,
+           "Δrate at equal PSNR (%)": 0.0, "decode speed-up (x)": 1.0, "decode spread (%)": 10.0,
+           "decode speed-up (x)@openvino": 1.63, "decode spread (%)@openvino": 20.0, "decode MACs (x fewer)": 1.0,
+           "max |ΔPSNR| deployed (dB)@openvino": 0.0, "max |Δbpp| deployed (%)@openvino": 0.0}
+    int8 = {"method": "int8", "arch": "a", "variant": "ac", "runtime": "openvino", "BD-rate vs zoo (%)": 1.7,
+            "Δrate at equal PSNR (%)": 1.7, "decode speed-up (x)": 1.70, "decode spread (%)": 5.0,
+            "decode speed-up (x)@openvino": None}
+    liao = {"method": "liao", "arch": "a", "variant": "r", "runtime": "eager", "BD-rate vs zoo (%)": 1.5,
+            "Δrate at equal PSNR (%)": 1.5, "decode speed-up (x)": 1.30, "decode spread (%)": 5.0,
+            "decode speed-up (x)@openvino": 1.63 * 1.5, "decode spread (%)@openvino": 8.0}
+    use = {u["method"]: u for u in synthesis.what_to_use([zoo, int8, liao], 2.0)}
+    assert use["int8"]["runtime"] == "openvino" and use["int8"]["decode speed-up (x)"] == pytest.approx(1.70 / 1.63)
+    assert use["int8"]["decode spread (%)"] == 20.0  # the larger of the two
+    assert use["liao"]["runtime"] == "openvino" and use["liao"]["decode speed-up (x)"] == pytest.approx(1.5)
+    text = synthesis.advice(list(use.values()), 2.0)
+    assert "liao (r) in openvino decodes 1.50x as fast as the zoo model in openvino" in text
+    import pandas as pd
+
+    from lic import claims
+
+    bars = pd.read_csv(claims.PAPERS / "claims.csv")
+    budget = {c["id"]: c for c in synthesis.claims_for([zoo, {**int8, "decode MACs (x fewer)": 1.0}], [], bars)}["synth-budget"]
+    assert budget["verdict"] == "not reproduced" and "in openvino on a, 1.04×" in budget["ours"]
+
+
+
+def test_a_spread_is_that_of_the_speed_up_paired_within_each_repeat():
+    """A repeat that slowed every model alike (the second here) widens the spread of the times, not
+    that of the ratio within the repeat; a run kept without per-repeat times keeps its own spread."""
+    from lic import synthesis
+
+    def row(method, reps, spread):
+        return {"method": method, "arch": "a", "lambda": 2, "bpp": 0.4, "psnr": 30.0, "name": method,
+                "decode_ms": sorted(reps)[1], "encode_ms": 10.0, "decode_macs": 1, "decode_spread_pct": spread,
+                "decode_ms_repeats": reps, "decode_ms_repeats@openvino": [r / 2 for r in reps],
+                "decode_spread_pct@openvino": spread}
+    zoo, m = row("zoo", [50.0, 80.0, 52.0], 60.0), row("m", [40.0, 64.0, 40.0], 60.0)
+    old = {**row("old", [40.0, 64.0, 40.0], 60.0), "decode_ms_repeats": None, "decode_ms_repeats@openvino": None}
+    out = {r["name"]: r for r in synthesis.compare([zoo, m, old])}
+    assert out["m"]["decode_spread_pct"] == pytest.approx(100 * (1.3 - 1.25) / 1.25)  # ratios 1.25, 1.25, 1.3
+    assert out["m"]["decode_spread_pct@openvino"] == pytest.approx(100 * (2.6 - 2.5) / 2.5)
+    assert out["m"]["spread_kind"] == "paired" and out["zoo"]["decode_spread_pct"] == 0.0
+    assert out["old"]["decode_spread_pct"] == 60.0 and out["old"]["spread_kind"] == "of the times"
+    assert "where the timing run kept per-repeat times" in synthesis.spread_text(list(out.values()))
+
 
 def test_advice_breaks_a_speed_tie_by_rate_and_says_so():
     from lic import synthesis
@@ -177,6 +227,8 @@ def test_synthesis_estimates_its_timing_from_the_zoos_times():
     entries = [{"arch": "a"}, {"arch": "a"}, {"arch": "b"}, {"arch": "rnn"}]
     secs, unknown = synthesis.timing_seconds(entries, timed=3, repeats=5, image_ms={"a": 500.0, "b": 8000.0})
     assert secs == (2 * 500 + 8000) * 3 * 6 / 1000 and unknown == 1
+    both, _ = synthesis.timing_seconds(entries, timed=3, repeats=5, image_ms={"a": 500.0, "b": 8000.0}, runtimes=2)
+    assert both == 2 * secs  # every point timed again, deployed
 
 
 def test_synthesis_times_each_architecture_in_one_run_and_resumes_at_the_next(tmp_path, monkeypatch):

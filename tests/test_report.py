@@ -47,6 +47,19 @@ def test_figures_are_drawn_at_the_column_width():
     assert math.isclose(w, report.COLUMN_INCHES) and axes.shape == (1, 2)
 
 
+def test_a_label_column_keeps_labels_apart_and_each_at_its_point_where_there_is_room():
+    fig, axes = report.figure(1, 1, height=3.0)
+    ax = axes[0, 0]
+    ax.set_ylim(0, 10)
+    pts = [(1, 5.0), (1, 5.01), (1, 5.02), (1, 9.0)]
+    report.label_column(ax, pts, ["a", "b", "c", "far"])
+    ys = [t.xyann[1] for t in ax.texts]  # axes fractions
+    gap = 1.25 * 7 / 72 / (ax.get_position().height * fig.get_figheight())
+    assert all(b - a >= gap - 1e-9 for a, b in zip(ys[:3], ys[1:3]))  # the three crowded ones spread upwards
+    assert math.isclose(ys[0], 0.5) and math.isclose(ys[3], 0.9)  # the lowest and the lone one stay put
+    assert all(t.xyann[0] == 1.04 for t in ax.texts)
+
+
 def test_a_meaningful_index_becomes_a_column():
     d = pd.DataFrame({"arch": ["a", "a", "b"], "q": [1, 2, 1], "v": [0.5, 0.6, 0.7]})
     html = report.table(d.pivot(index="arch", columns="q", values="v")).data

@@ -119,6 +119,35 @@ def test_list_states_the_quality_bar_vs_webp(tmp_zoo, capsys):
     assert f"{rates['b']:+.1f} %" in capsys.readouterr().out
 
 
+def test_each_family_stands_beside_compressais_model_of_the_same_quality(tmp_zoo):
+    """CompressAI's own point at a quality costs +0 % over its curve; ours at the same PSNR with
+    10 % more bits costs +10 %; at CompressAI's widths (N=128, M=192 for quality 4) the sentence says
+    so, beside our narrower model of the same λ."""
+    import json
+
+    from lic import report
+
+    cpu = get_scale("cpu")
+    pub = report.published("bmshj2018-hyperprior")
+    q4 = {"arch": "bmshj2018-hyperprior", "lambda": 0.013, "steps": 60000,
+          "psnr": pub["psnr"][3], "bpp": pub["bpp"][3]}
+    for at, entry in ((cpu, {**q4, "widths": {"N": 64, "M": 96}, "bpp": 1.1 * pub["bpp"][3]}),
+                      (cpu.at_width("N128"), {**q4, "widths": {"N": 128, "M": 192}}),
+                      (cpu.at_width("N128"), {**q4, "lambda": 0.001, "widths": {"N": 128, "M": 192}})):  # no quality
+        path = zoo.manifest_path(at)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        old = json.loads(path.read_text()) if path.exists() else {}
+        path.write_text(json.dumps(old | {f"m-{entry['lambda']}": entry}))
+    rows = {r["N, M (ours)"]: r for r in zoo.at_compressai_widths(cpu)}
+    assert set(rows) == {"64, 96", "128, 192"} and rows["128, 192"]["quality"] == 4
+    assert rows["128, 192"]["rate over CompressAI at equal PSNR (%)"] == pytest.approx(0, abs=1e-6)
+    assert rows["64, 96"]["rate over CompressAI at equal PSNR (%)"] == pytest.approx(10)
+    assert rows["64, 96"]["N, M (CompressAI)"] == "128, 192"
+    text = zoo.at_compressai_widths_text(list(rows.values()))
+    assert "N, M = 128, 192, λ = 0.013 (quality 4, 60,000 steps): +0.0 % rate" in text and "+10.0 % for ours at N, M = 64, 96" in text
+    assert zoo.at_compressai_widths(get_scale("smoke")) == []  # not Kodak: no published point
+
+
 def test_adopt_takes_a_trials_models_and_refuses_a_corrupt_one(tmp_zoo, monkeypatch):
     """A schedule trial trains into its own zoo; `zoo adopt` copies its verified models over."""
     smoke = get_scale("smoke")
