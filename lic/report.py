@@ -211,23 +211,20 @@ def label_column(ax, pts: list, labels: list, x: float = 1.04, fontsize: float =
     """``labels`` in a column at ``x`` (axes fractions: beyond 1 is right of the axes), each at its
     point's height where there is room, spread just enough that no two overlap, joined to its point
     by a thin line (coloured ``colors`` if given). Call it after the figure's layout is final."""
-    import math as _m
-
     to_axes = ax.transAxes.inverted()
     ys = [float(to_axes.transform(ax.transData.transform(p))[1]) for p in pts]
     gap = 1.25 * fontsize / 72 / (ax.get_position().height * ax.figure.get_figheight())
     order = sorted(range(len(pts)), key=lambda i: ys[i])
-    at, last = {}, -_m.inf
+    at, last = {}, -math.inf
     for i in order:
         at[i] = last = max(ys[i], last + gap, 0.0)
     for i in reversed(order):  # pushed past the top: pull back down, keeping the gaps
         at[i] = last = min(at[i], 1.0 if i == order[-1] else last - gap)
-        last = at[i]
     for i, (p, text) in enumerate(zip(pts, labels)):
-        c = colors[i] if colors else "0.55"
+        c = colors[i] if colors else None
         ax.annotate(text, xy=p, xytext=(x, at[i]), textcoords="axes fraction", va="center", fontsize=fontsize,
-                    color=colors[i] if colors else None,
-                    arrowprops=dict(arrowstyle="-", lw=0.4, color=c, shrinkA=0, shrinkB=2), annotation_clip=False)
+                    color=c,
+                    arrowprops=dict(arrowstyle="-", lw=0.4, color=c or "0.55", shrinkA=0, shrinkB=2), annotation_clip=False)
 
 
 def rd_plot(curves, ax=None, metric="psnr", title=None, xlim=None, legend="inside"):

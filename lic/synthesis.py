@@ -388,6 +388,54 @@ def families(rows: list) -> list:
     return out
 
 
+def width_of(arch: str) -> tuple:
+    """("bmshj2018-hyperprior", "N128") for a wider family's architecture label (:func:`widened`),
+    (arch, :data:`BASE_WIDTH`) for the scale's own."""
+    base, _, width = arch.partition(" ")
+    return base, width or BASE_WIDTH
+
+
+def across_widths(fams: list) -> list:
+    """Every method family measured on an architecture at more than one width, side by side: per
+    (method, variant, architecture) one row per width with its rate cost against the zoo model of
+    *that* width, its decode MAC cut and its eager decode speed-up (spread) — do the rate costs and
+    speed-ups move with the width? Widths in :data:`lic.scales.WIDTHS`' order."""
+    from .scales import WIDTHS
+
+    by = {}
+    for f in fams:
+        if f["method"] == ZOO:
+            continue
+        base, width = width_of(f["arch"])
+        by.setdefault((f["method"], f["variant"], base), {})[width] = f
+    out = []
+    for (method, variant, base), at in by.items():
+        if len(at) < 2:
+            continue
+        for width in sorted(at, key=WIDTHS.index):
+            f = at[width]
+            out.append({"method": method, "variant": variant, "arch": base, "width": width, "λ": f["λ"],
+                        "Δrate at equal PSNR (%)": f["Δrate at equal PSNR (%)"], "BD-rate vs zoo (%)": f["BD-rate vs zoo (%)"],
+                        "decode MACs (x fewer)": f["decode MACs (x fewer)"], "decode speed-up (x)": f["decode speed-up (x)"],
+                        "decode spread (%)": f["decode spread (%)"]})
+    return out
+
+
+def across_widths_text(rows: list) -> str:
+    """One clause per method family at two widths: its Δrate and decode speed-up at each."""
+    if not rows:
+        return ("no method was run on a wider family here (`python -m lic.book run 01_liao-N128 --scale cpu`, "
+                "`02_luo-N128`)")
+    parts, groups = [], {}
+    for r in rows:
+        groups.setdefault((r["method"], r["variant"], r["arch"]), []).append(r)
+    for (method, variant, arch), g in groups.items():
+        each = ", ".join(f"{r['Δrate at equal PSNR (%)']:+.1f} % rate for {r['decode speed-up (x)']:.2f}× "
+                         f"(spread {r['decode spread (%)']:.0f} %) at {r['width']}" for r in g)
+        parts.append(f"{method} {variant} on {arch}: {each}")
+    return "; ".join(parts)
+
+
 def _deployed_columns(g) -> dict:
     """A family's columns for each runtime it was deployed in: mean decode speed-up (against the
     zoo, eager), largest spread, largest PSNR and bpp difference from eager."""
@@ -415,7 +463,9 @@ def _against_zoo(f: dict, zoo: dict, rt: str):
         z, zspread = 1.0, (zoo or {}).get("decode spread (%)", 0.0)
     else:
         z, zspread = (zoo or {}).get(f"decode speed-up (x){AT}{rt}"), (zoo or {}).get(f"decode spread (%){AT}{rt}")
-    if rt != own and own != "eager" or any(v is None or v != v for v in (speed, z)):
+    if rt != own and own != "eager":  # a deployment runs in its own runtime only
+        return None
+    if any(v is None or v != v for v in (speed, z)):  # not timed in rt
         return None
     return speed / z, max(spread or 0.0, zspread or 0.0)
 

@@ -415,3 +415,21 @@ def test_the_synthesis_takes_a_wider_familys_points_with_that_familys_zoo_and_ne
     assert len({e["name"] for e in found}) == len(found) and all(e["name"].endswith("-N128") for e in wide)
     assert synthesis.family_of(wide[1], S).key == "smoke-N128" and synthesis.family_of(found[0], S) == S
     assert synthesis.stack_candidates(found) == []  # ERHP at N64 and Liao at N128 start from different models
+
+
+def test_across_widths_pairs_each_family_with_its_twin_at_the_other_width():
+    from lic import synthesis
+
+    def fam(method, arch, variant, rate, speed):
+        return {"method": method, "arch": arch, "variant": variant, "λ": 2, "Δrate at equal PSNR (%)": rate,
+                "BD-rate vs zoo (%)": float("nan"), "decode MACs (x fewer)": 1.5, "decode speed-up (x)": speed,
+                "decode spread (%)": 10.0}
+
+    fams = [fam("liao", "b N128", "r=0.55", 9.0, 1.8), fam(synthesis.ZOO, "b", "zoo", 0.0, 1.0),
+            fam("liao", "b", "r=0.55", 14.0, 1.5), fam("liao", "b", "r=0.20", 2.0, 1.1), fam("erhp", "c", "ERHP", 2.0, 1.0)]
+    rows = synthesis.across_widths(fams)
+    assert [(r["width"], r["variant"]) for r in rows] == [("N64", "r=0.55"), ("N128", "r=0.55")]  # only pairs, base first
+    assert synthesis.width_of("b N128") == ("b", "N128") and synthesis.width_of("b") == ("b", "N64")
+    text = synthesis.across_widths_text(rows)
+    assert "liao r=0.55 on b: +14.0 % rate for 1.50× (spread 10 %) at N64, +9.0 % rate for 1.80×" in text
+    assert "no method was run on a wider family" in synthesis.across_widths_text([])
