@@ -37,9 +37,13 @@ NOTEBOOKS = PROJECT / "notebooks"
 BOOK_FILES = ("_config.yml", "_toc.yml", "references.bib")
 
 
+SYNTHESIS = "06_synthesis"  # lic.recipe.SYNTHESIS (not imported here: recipe is loaded lazily)
+
+
 def chapters() -> list:
-    """Names of the chapter notebooks, in order."""
-    return sorted(p.stem for p in NOTEBOOKS.glob("[0-9]*.ipynb"))
+    """Names of the chapter notebooks, in the order they run: by number, the cross-method chapter
+    last (it reads every other chapter's points, 07_controls' too)."""
+    return sorted((p.stem for p in NOTEBOOKS.glob("[0-9]*.ipynb")), key=lambda n: (n == SYNTHESIS, n))
 
 
 def pages() -> list:
@@ -416,7 +420,10 @@ def write_chapters(scale: str, pending=()) -> Path:
         where = f"{{doc}}`{name}`" if name not in pending else f"`{name}`, not yet run at this scale"
         lines.append(f"| {i} | {paper} ({where}) | {method} |")
     syn = "{doc}`06_synthesis`" if "06_synthesis" not in pending else "`06_synthesis` (not yet run at this scale)"
-    lines += ["", f"Across the papers, {syn} measures every chapter's models on the same base models and the "
+    ctl = "{doc}`07_controls`" if "07_controls" not in pending else "`07_controls` (not yet run at this scale)"
+    lines += ["", f"{ctl} asks whether Liao's pruning beats the same narrow decoder obtained without pruning "
+              "(trained from scratch, distilled, mask-decayed). Across the papers, "
+              f"{syn} measures every chapter's models on the same base models and the "
               "same CPU, in one timing run, and says which method to use."]
     path = book_root(scale) / "book" / "chapters.md"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -498,7 +505,7 @@ def plan(name: str, scale: str, parameters=None) -> list:
     lines = [f"{page} at scale {scale}:", "  parameters: " + ", ".join(f"{k}={v!r}" for k, v in vars(p).items())]
     archs = getattr(p, "archs", None) or []
     lams = getattr(p, "lambdas", None) or list(S.lambdas)
-    if name == "01_liao" and not getattr(p, "lambdas", None):  # its default: the middle λ, then the smallest
+    if name in ("01_liao", "07_controls") and not getattr(p, "lambdas", None):  # Liao's: the middle λ, then the smallest
         from .zoo import middle_lambda
 
         lams = [middle_lambda(S), min(S.lambdas)]
@@ -507,7 +514,7 @@ def plan(name: str, scale: str, parameters=None) -> list:
             from . import tao
 
             archs = [tao.ARCH] if name == "05_tao" else sorted(
-                {a for ch in chapters() if ch < name for a in (getattr(lic_params.check(ch, {"scale": scale}), "archs", None)
+                {a for ch in chapters() if ch != name for a in (getattr(lic_params.check(ch, {"scale": scale}), "archs", None)
                                                                or [])} | {tao.ARCH}) if name == "06_synthesis" else []
             lams = list(S.slim_lambdas) if name == "05_tao" else lams
         files = [(zoo.model_name(a, lam), *zoo.pretrained_file(a, lam)) for a in archs for lam in lams
@@ -570,6 +577,10 @@ def plan(name: str, scale: str, parameters=None) -> list:
                         f"{', '.join(miss)}" if miss else ""))
         agents = [k for k in m if k.startswith("agent-")]
         lines.append(f"  routing agents: {len(agents)} recorded (trained in the chapter, minutes each)")
+    if name == "07_controls":
+        from . import controls
+
+        lines += controls.plan(p, S)
     if name == "06_synthesis":
         from . import data as lic_data
         from . import synthesis
@@ -746,9 +757,13 @@ def main(argv=None) -> int:
         from .lock import Busy
 
         S = get_scale(args.scale)
+        # `run all` replays the book at this scale: a page never executed here (a wider family's, or a
+        # chapter new since the book was made) can cost hours of training, so it is named, not started;
+        # on a scale with no page at all, every chapter runs (a first build)
+        started = any(executed_path(page, args.scale).exists() for page in chapters())
         for name, chapter, ps in todo:
-            if args.names == ["all"] and name not in chapters() and not executed_path(name, args.scale).exists():
-                # a wider family's page costs that family's training (hours): the book builds without it
+            if (args.names == ["all"] and not executed_path(name, args.scale).exists()
+                    and (name not in chapters() or started)):
                 print(f"{name}: not executed at this scale; `python -m lic.book run {name} --scale {args.scale}` "
                       f"makes it (`--dry-run` shows what it would train)")
                 continue

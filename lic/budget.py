@@ -90,6 +90,21 @@ def ours(chapter: str, scale) -> dict:
         text = _steps_text(nets, "supernets") + f", each from the zoo's model; {len(agents)} routing agents"
         return {"text": text, "steps": max((e["steps"] for e in nets), default=0),
                 "patches": sum(patches(e["steps"], e.get("schedule") or {}) for e in nets), "cpu_hours": _hours(nets + agents)}
+    if chapter == "07_controls":
+        res = _results(chapter, scale)
+        if not res:
+            return {"text": "", "steps": 0, "patches": 0, "cpu_hours": None}
+        t = [r for r in res["table"] if r["method"] != "Liao (decoder pruning)"]  # Liao's: 01's budget
+        scratch = [r for r in t if r["method"] == "scratch"]
+        short = [r for r in t if r["method"] != "scratch"]
+        parts = ([f"{len(scratch)} narrow decoders from scratch, up to {max(r['training steps'] for r in scratch):,} "
+                  "steps each (the zoo's schedule)"] if scratch else []) + (
+            [f"{len(short)} distilled and mask-decayed g_s × "
+             + " or ".join(f"{n:,}" for n in sorted({r['training steps'] for r in short}))
+             + f" steps (batch {scale.batch} × {scale.crop}², g_s alone), from the zoo's models"] if short else [])
+        secs = [r["training (min)"] * 60 for r in t if r.get("training (min)") == r.get("training (min)")]
+        return {"text": "; ".join(parts), "steps": max((r["training steps"] for r in t), default=0),
+                "patches": None, "cpu_hours": sum(secs) / 3600 if secs else None}
     return {"text": "", "steps": 0, "patches": 0, "cpu_hours": None}
 
 
@@ -144,8 +159,8 @@ def rd_cost(curve, lmbda: float):
 
 def method_curves(chapter: str, scale) -> list:
     """[(model name, learning-curve file, λ)] of the models a chapter's verdicts rest on: the zoo's
-    base models (00), Yin's variable-rate models (03), Tao's supernets (05). 01, 02 and 04 keep no
-    learning curves of their fine-tunes or codecs."""
+    base models (00), Yin's variable-rate models (03), Tao's supernets (05), the narrow decoders
+    trained from scratch (07). 01, 02 and 04 keep no learning curves of their fine-tunes or codecs."""
     from . import store, zoo
 
     if chapter == "00_baselines":
@@ -155,7 +170,20 @@ def method_curves(chapter: str, scale) -> list:
         d, m = store.models_dir(chapter, scale), store.read_manifest(chapter, scale)
         return [(k, d / e["curve"], e.get("lambda", e.get("lmbda"))) for k, e in sorted(m.items())
                 if e.get("curve") and (d / e["curve"]).exists()]
+    if chapter == "07_controls":  # its decoders trained from scratch (the zoo's narrow-g_s families)
+        z = zoo.zoo_dir(scale)
+        out = []
+        for d in sorted(z.parent.glob(f"{z.name}-gs*")):
+            m = zoo.read_manifest(scale.with_(decoder=int(d.name.rsplit("-gs", 1)[1])))
+            out += [(f"{k} (g_s width {d.name.rsplit('-gs', 1)[1]})", d / e["curve"], e["lambda"])
+                    for k, e in sorted(m.items()) if e.get("curve") and (d / e["curve"]).exists()]
+        return out
     return []
+
+
+# chapters whose curves are shown but do not qualify verdicts (lic.ledger.qualify): 07's questions set
+# a method against a control, and a control still improving could move a verdict either way
+NOT_QUALIFIED = ("07_controls",)
 
 
 def convergence(chapter: str, scale) -> list:
@@ -197,8 +225,8 @@ def convergence_line(chapter: str, scale) -> str:
     unknown = [r for r in rows if r["improving"] is None]
     parts = []
     if still:
-        parts.append(f"still improving at the end of its run: {', '.join(still)} — this chapter's \"not reproduced\" "
-                     "verdicts hold at this budget only")
+        parts.append(f"still improving at the end of its run: {', '.join(still)}" + (
+            "" if chapter in NOT_QUALIFIED else " — this chapter's \"not reproduced\" verdicts hold at this budget only"))
     if flat:
         parts.append(f"converged (flat within noise): {', '.join(flat)}")
     if unknown:

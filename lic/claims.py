@@ -20,7 +20,8 @@ from pathlib import Path
 # chapters whose rows in claims.csv are this book's own (bars for its base models, the study's
 # cross-method questions), each counted apart from the papers' claims: {chapter: summary sentence}
 OWN = {"00_baselines": "This book's own bars for its base models: {met} of {n} met.",
-       "06_synthesis": "The study's cross-method questions (06_synthesis): {met} of {n} hold at this scale."}
+       "06_synthesis": "The study's cross-method questions (06_synthesis): {met} of {n} hold at this scale.",
+       "07_controls": "This book's controls for Liao's pruning (07_controls): {met} of {n} hold at this scale."}
 STILL_IMPROVING = "not reproduced at this budget (still improving)"
 VERDICTS = ("reproduced", "partly reproduced", "not reproduced", STILL_IMPROVING, "not testable here")
 FIELDS = ("id", "claim", "paper", "ours", "verdict", "rule", "section")

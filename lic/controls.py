@@ -17,6 +17,7 @@ practitioner wants, obtained without pruning, at the decode MACs of Liao's prune
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import torch
@@ -84,17 +85,19 @@ def distill(teacher, width: int, data, steps: int, lmbda: float, scale, run_dir=
     first = int(round(steps * DISTILL_SHARE))
     tag = f"w{width}-{steps}-{lmbda:.4f}"
     state = (lambda part: Path(run_dir) / f"{tag}-{part}.state.pt") if run_dir else (lambda part: None)
+    seconds = 0.0
     if first:
         view = Distill(teacher, student, lmbda)
         cfg = TrainConfig.from_scale(scale, lmbda, steps=first, lr=liao.FINETUNE_LR,
                                      lr_final=liao.FINETUNE_LR_FINAL, eval_every=0, late_crop=0, late_frac=0.0)
-        train(view, data, cfg, checkpoint=state("distill"), params=list(student.g_s.parameters()),
-              progress=progress, desc=f"distil g_s w={width} λ={lmbda}")
+        seconds += train(view, data, cfg, checkpoint=state("distill"), params=list(student.g_s.parameters()),
+                         progress=progress, desc=f"distil g_s w={width} λ={lmbda}")[-1]["elapsed_s"]
     if steps - first:
         cfg = TrainConfig.from_scale(scale, lmbda, steps=steps - first, lr=liao.FINETUNE_LR,
                                      lr_final=liao.FINETUNE_LR_FINAL, eval_every=0, late_crop=0, late_frac=0.0)
-        train(student, data, cfg, checkpoint=state("finetune"), params=list(student.g_s.parameters()),
-              progress=progress, desc=f"fine-tune g_s w={width} λ={lmbda}")
+        seconds += train(student, data, cfg, checkpoint=state("finetune"), params=list(student.g_s.parameters()),
+                         progress=progress, desc=f"fine-tune g_s w={width} λ={lmbda}")[-1]["elapsed_s"]
+    student.train_seconds = seconds  # training time on this machine (a resumed run: summed over its parts)
     return student.eval()
 
 
@@ -115,12 +118,26 @@ def scratch_view(arch: str, lmbda: float, width: int, scale, root=None):
     return zoo.get(arch, lmbda, scale.with_(decoder=width), root=root, train_missing=False)
 
 
+def scratch_budget(arch: str, lmbda: float, width: int, scale) -> dict:
+    """{"steps", "train_seconds"} of a scratch decoder from its family's manifest, the steps of the
+    model it was fine-tuned from included (the zoo's schedule: λ = 0.0035 starts from 0.013's)."""
+    from . import zoo
+
+    m = zoo.read_manifest(scale.with_(decoder=width))
+    e = m.get(zoo.model_name(arch, lmbda))
+    if e is None:
+        return {"steps": 0, "train_seconds": 0.0}
+    before = m.get(e.get("started_from") or "", {})
+    return {"steps": e["steps"] + before.get("steps", 0),
+            "train_seconds": (e.get("train_seconds") or 0) + (before.get("train_seconds") or 0)}
+
+
 def register_scratch(arch: str, lmbda: float, width: int, ratio: float, scale) -> dict:
     from . import points
 
     return points.register(CHAPTER, scale, method="scratch", arch=arch, lmbda=lmbda, variant=f"w={width}",
                            rebuild="lic.controls:scratch_view", spec={"arch": arch, "lmbda": lmbda, "width": width},
-                           meta={"ratio": ratio, "width": width})
+                           meta={"ratio": ratio, "width": width, **scratch_budget(arch, lmbda, width, scale)})
 
 
 def register_distilled(student, teacher, arch: str, lmbda: float, width: int, ratio: float, steps: int, scale) -> dict:
@@ -130,7 +147,8 @@ def register_distilled(student, teacher, arch: str, lmbda: float, width: int, ra
     return points.register(CHAPTER, scale, student, method="distilled", arch=arch, lmbda=lmbda,
                            variant=f"w={width}, {steps} steps", base=teacher, rebuild="lic.zoo:get",
                            spec={"arch": arch, "lmbda": lmbda, "train_missing": False},
-                           meta={"ratio": ratio, "width": width, "steps": steps})
+                           meta={"ratio": ratio, "width": width, "steps": steps,
+                                 "train_seconds": getattr(student, "train_seconds", None)})
 
 
 def register_decayed(model, teacher, arch: str, lmbda: float, ratio: float, steps: int, scale) -> dict:
@@ -141,7 +159,41 @@ def register_decayed(model, teacher, arch: str, lmbda: float, ratio: float, step
     return points.register(CHAPTER, scale, model, method=DECAYED, arch=arch, lmbda=lmbda,
                            variant=f"r={ratio:g}, {steps} steps", base=teacher, rebuild="lic.zoo:get",
                            spec={"arch": arch, "lmbda": lmbda, "train_missing": False},
-                           meta={"ratio": ratio, "steps": steps})
+                           meta={"ratio": ratio, "steps": steps, "train_seconds": getattr(model, "train_seconds", None)})
+
+
+def plan(p, scale) -> list:
+    """The dry run's lines for the chapter (``lic.book plan``): the narrow widths, the scratch
+    decoders present or to train, and the distilled and mask-decayed decoders to train, with an
+    estimate of the hours from the zoo's own training times."""
+    import json
+
+    from . import zoo
+
+    arch = p.archs[0]
+    lams = p.lambdas or [zoo.middle_lambda(scale), min(scale.lambdas)]
+    res = Path(__file__).resolve().parents[1] / "data" / "results" / "01_liao" / f"{scale.key}.json"
+    steps = json.loads(res.read_text())["finetune_steps"] if res.exists() else scale.prune_finetune_steps
+    widths = {r: width_at_ratio(zoo.build_for(arch, scale), r) for r in p.ratios}
+    full = [e for e in zoo.read_manifest(scale).values() if e["arch"] == arch and e.get("train_seconds")]
+    s_per_step = sum(e["train_seconds"] for e in full) / max(1, sum(e["steps"] for e in full)) if full else None
+    lines = ["  narrow g_s: " + ", ".join(f"r = {r:g} → width {w}" for r, w in widths.items())
+             + f"; Liao's fine-tune: {steps:,} steps (01's results)"]
+    for r in p.scratch_ratios:
+        w = widths[min(widths, key=lambda q: abs(q - r))]
+        have = zoo.read_manifest(scale.with_(decoder=w))
+        miss = [lam for lam in lams if zoo.model_name(arch, lam) not in have]
+        hours = sum(e["train_seconds"] for e in full if e["lambda"] in miss) / 3600
+        lines.append(f"  scratch, width {w}: {len(lams) - len(miss)} of {len(lams)} trained" + (
+            f"; to TRAIN (`python -m lic.zoo train --scale {scale.name} --arch {arch} --decoder-width {w} --lmbda λ`): "
+            + ", ".join(f"λ = {lam:g}" for lam in miss) + (f" (≤ {hours:.1f} h: the full-width zoo models' time)" if hours else "")
+            if miss else ""))
+    n = 2 * len(lams) * len(p.ratios) * len(p.budgets)
+    total = 2 * len(lams) * len(p.ratios) * sum(p.budgets) * steps
+    est = f", ≤ {total * s_per_step / 3600:.1f} h at the zoo's s/step (only g_s trains: less)" if s_per_step else ""
+    lines.append(f"  distilled and mask-decayed decoders: {n}, {total:,} steps in all{est}; resumable, "
+                 "their states kept under the chapter's runs folder")
+    return lines
 
 
 # (claim id, winner, loser, which rows, the question): the controls at Liao's own fine-tune budget
@@ -172,7 +224,8 @@ def claims_for(rows: list, bars) -> list:
         out.append(claims.make(
             cid, f"{question}, at equal decode MACs", f"Δrate lower by > {margin:g} pp",
             (f"{sum(c['met'] for c in cases)} of {len(cases)} (λ, r); {winner} minus {loser}: "
-             f"{min(gaps):+.2f} to {max(gaps):+.2f} pp" if cases else f"no {control} decoder measured"),
+             f"{min(gaps):+.2f} to {max(gaps):+.2f} pp" if cases else
+             f"no {control} decoder measured with a Δrate beside Liao's (each needs PSNR within the zoo curve's range)"),
             claims.share(sum(c["met"] for c in cases), len(cases)),
             f"per (λ, r): {winner}'s Δrate at equal PSNR vs the zoo lower than {loser}'s by more than "
             f"{margin:g} percentage points", "Paper vs ours"))
@@ -183,9 +236,111 @@ def beats(rows: list, winner: str, loser: str, margin: float = MARGIN_PP) -> lis
     """Per (λ, Liao ratio) where both exist: {"lambda", "ratio", winner's and loser's Δrate at equal
     PSNR vs the zoo (%), "met": the winner's is lower by more than ``margin`` pp}. Rows are
     :func:`lic.synthesis.measure`'s; a row's ratio is in its ``meta``-derived ``ratio`` field."""
-    def pick(method):
-        return {(r["lambda"], round(r["ratio"], 2)): r for r in rows if r["method"] == method and r.get("ratio")}
+    def pick(method):  # a decoder off the zoo's PSNR range has no Δrate at equal PSNR (NaN): not compared
+        return {(r["lambda"], round(r["ratio"], 2)): r for r in rows if r["method"] == method and r.get("ratio")
+                and math.isfinite(r["rate_vs_zoo_pct"])}
     a, b = pick(winner), pick(loser)
     return [{"lambda": k[0], "ratio": k[1], f"{winner} Δrate (%)": a[k]["rate_vs_zoo_pct"],
              f"{loser} Δrate (%)": b[k]["rate_vs_zoo_pct"],
              "met": a[k]["rate_vs_zoo_pct"] < b[k]["rate_vs_zoo_pct"] - margin} for k in sorted(set(a) & set(b))]
+
+
+# ---------------------------------------------------------------------------------------------
+# the chapter's table, figure and sentence
+
+ORDER = (LIAO, "scratch", "distilled", DECAYED)  # how the table and figure list the methods
+
+
+def table(rows: list):
+    """One row per measured decoder of the chapter (the zoo models left out): method, λ, Liao's r,
+    training budget (steps; ``budget`` in multiples of Liao's), decode MACs, Δrate at equal PSNR
+    vs the zoo, decode speed-ups (eager, and each deployed runtime measured) and training time."""
+    import pandas as pd
+
+    out = []
+    for r in rows:
+        if r["method"] not in ORDER or not r.get("ratio"):
+            continue
+        row = {"method": r["method"], "λ": r["lambda"], "Liao's r": r["ratio"],
+               "training steps": r.get("steps"), "decode MACs (G)": r["decode_macs"] / 1e9,
+               "Δrate vs zoo (%)": r["rate_vs_zoo_pct"], "decode speed-up (x)": r["decode_speedup"],
+               "spread (%)": r.get("decode_spread_pct")}
+        for k in sorted(k for k in r if k.startswith("decode_speedup@")):
+            row[f"speed-up, {k.split('@')[1]} g_s (x)"] = r[k]
+        row["training (min)"] = r["train_seconds"] / 60 if r.get("train_seconds") else float("nan")
+        out.append(row)
+    t = pd.DataFrame(out)
+    if t.empty:
+        return t
+    t["_m"] = t.method.map(ORDER.index)
+    return t.sort_values(["λ", "Liao's r", "_m", "training steps"], ascending=[False, False, True, True]).drop(columns="_m")
+
+
+def label(r) -> str:
+    """A decoder's name in the figure: its method and, beside Liao's, its training budget."""
+    return r["method"] if r["method"] in (LIAO, "scratch") else f"{r['method']}, {int(r['training steps']):,} steps"
+
+
+def figure(t):
+    """Δrate at equal PSNR vs the zoo of every decoder in :func:`table`'s ``t``, one panel per
+    (λ, r): at the same decode MACs, which way to the narrow decoder costs the least rate."""
+    from . import report
+    from .synthesis import method_color  # 06's colours: one per method across the book's figures
+
+    groups = list(t.groupby(["λ", "Liao's r"], sort=False))
+    fig, axes = report.figure(1, len(groups), height=len(groups) * (0.3 * max(len(g) for _, g in groups) + 1.0))
+    for ax, ((lam, r), g) in zip(axes[:, 0], groups):
+        vals = g["Δrate vs zoo (%)"].tolist()
+        ax.barh(range(len(g)), [v if math.isfinite(v) else 0 for v in vals], color=[method_color(m) for m in g.method])
+        ax.set_yticks(range(len(g)), [label(x) for _, x in g.iterrows()], fontsize=8)
+        ax.invert_yaxis()
+        ok = [v for v in vals if math.isfinite(v)] or [0.0]
+        lo, hi = min(0.0, *ok), max(0.0, *ok)
+        pad = 0.35 * ((hi - lo) or 1.0)
+        ax.set_xlim(lo - pad, hi + pad)  # room for the labels on both sides of 0
+        for i, v in enumerate(vals):
+            if math.isfinite(v):
+                ax.annotate(f"{v:+.1f} %", (v, i), xytext=(3 if v >= 0 else -3, 0), textcoords="offset points",
+                            ha="left" if v >= 0 else "right", va="center", fontsize=8)
+            else:
+                ax.annotate("no Δrate (off the zoo's PSNR range)", (0.02, i), xycoords=("axes fraction", "data"),
+                            va="center", fontsize=8, color="grey")
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_title(f"λ = {lam:g}, r = {r:g} (g_s of the same MACs)", fontsize=9)
+    axes[-1, 0].set_xlabel("Δrate at equal PSNR vs the zoo model (%)")
+    fig.tight_layout()
+    return fig
+
+
+def findings(t) -> str:
+    """One clause per (λ, r): the cheapest decoder in rate, Liao's cost, and how many controls cost
+    less than Liao's pruning (by any margin; the claims use :data:`MARGIN_PP`)."""
+    def pct(v):
+        return f"{v:+.1f} %" if math.isfinite(v) else "no Δrate (off the zoo's PSNR range)"
+
+    parts = []
+    for (lam, r), g in t.groupby(["λ", "Liao's r"], sort=False):
+        ok = g[g["Δrate vs zoo (%)"].map(math.isfinite)].sort_values("Δrate vs zoo (%)")
+        liao_rate = g[g.method == LIAO]["Δrate vs zoo (%)"]
+        text = f"at λ = {lam:g} and r = {r:g}, "
+        text += (f"the cheapest is {label(ok.iloc[0])} ({pct(ok.iloc[0]['Δrate vs zoo (%)'])})" if len(ok)
+                 else "no decoder has a Δrate")
+        if len(ok) and ok.iloc[0].method == LIAO:
+            text = text.replace(f"is {LIAO}", "is Liao's pruning itself")
+        if len(liao_rate):
+            v = float(liao_rate.iloc[0])
+            others = ok[ok.method != LIAO]["Δrate vs zoo (%)"]  # the controls with a Δrate
+            text += f", Liao's pruning {pct(v)}"
+            if math.isfinite(v):
+                text += f" ({int((others < v).sum())} of {len(others)} controls cost less)"
+        parts.append(text)
+    return "; ".join(parts) if parts else "no decoder measured"
+
+
+def speed_text(t) -> str:
+    """The decode speed-ups of the decoders at each ratio (one architecture per ratio), eager, with
+    the largest timing spread: how far apart decoders of the same MACs time."""
+    by = [f"{g['decode speed-up (x)'].min():.2f}–{g['decode speed-up (x)'].max():.2f}× at r = {r:g}"
+          for r, g in t.groupby("Liao's r", sort=False)]
+    return f"decode speed-ups against the zoo model of {' and '.join(by)} (eager; timing spread up to " \
+           f"{t['spread (%)'].max():.0f} %)" if by else "no decoder timed"

@@ -26,9 +26,9 @@ def ledger(scale: str, results_root=None, papers=PAPERS) -> str:
            f"Every claim of the five papers, with our number beside the paper's and the verdict at the "
            f"`{scale}` scale. Generated from the chapters' results files when the book is built, so it "
            "cannot drift from them; each verdict's rule is the chapter's, in `lic`. The first table holds "
-           "the bars this book sets its own base models, which every later chapter stands on; the last, the "
-           "study's own cross-method questions (\"reproduced\": the answer is yes at this scale). Both are "
-           "counted apart from the papers' claims.", ""]
+           "the bars this book sets its own base models, which every later chapter stands on; the last two, the "
+           "study's own cross-method questions and its controls for Liao's pruning (\"reproduced\": the answer "
+           "is yes at this scale). They are counted apart from the papers' claims.", ""]
     counted, untestable, before, pending = [], [], [], []
     own = {chapter: [] for chapter in OWN}
     for chapter, grp in papers_claims.groupby("chapter", sort=True):
@@ -116,10 +116,11 @@ def qualify(claims, chapter: str, scale: str) -> list:
     """The chapter's claims with every "not reproduced" qualified (:func:`qualified`) when one of
     the learning curves its verdicts rest on still improves at the end of its run
     (:func:`lic.budget.improving`, on the validation images); the rule says so."""
-    from .budget import improving
+    from .budget import NOT_QUALIFIED, improving
     from .scales import get_scale
 
-    if not any(c["verdict"] == "not reproduced" for c in claims) or not improving(chapter, get_scale(scale)):
+    if (chapter in NOT_QUALIFIED or not any(c["verdict"] == "not reproduced" for c in claims)
+            or not improving(chapter, get_scale(scale))):
         return list(claims)
     return [{**c, "verdict": qualified(c["verdict"], True), "rule": c["rule"] + "; the method's validation curve "
              "still improves at the end of our run, so this holds at our budget only"} if c["verdict"] == "not reproduced"

@@ -106,7 +106,8 @@ def decay(base, ratio: float, scores: dict, data, steps: int, lmbda: float, scal
     cfg = TrainConfig.from_scale(scale, lmbda, steps=steps, lr=liao.FINETUNE_LR,
                                  lr_final=liao.FINETUNE_LR_FINAL, eval_every=0, late_crop=0, late_frac=0.0)
     state = Path(run_dir) / f"decay-{ratio:.2f}-{steps}-{lmbda:.4f}.state.pt" if run_dir else None
-    train(model, data, cfg, checkpoint=state, hooks=[MaskDecay(drop, steps)], params=list(model.g_s.parameters()),
-          progress=progress, desc=f"mask decay r={ratio} λ={lmbda}")
+    curve = train(model, data, cfg, checkpoint=state, hooks=[MaskDecay(drop, steps)], params=list(model.g_s.parameters()),
+                  progress=progress, desc=f"mask decay r={ratio} λ={lmbda}")
     remove_masked(model)
+    model.train_seconds = curve[-1]["elapsed_s"] if curve else 0.0  # training time on this machine
     return model.eval()

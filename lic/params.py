@@ -57,6 +57,29 @@ def integer(lo=None, hi=None, optional=False):
     return check
 
 
+def _listed(one, what: str, allow_empty: bool):
+    """A check of a comma-separated list whose items each pass ``one``; ``what`` names a valid item."""
+    def check(name, value, scale):
+        items = [s.strip() for s in str(value).split(",") if s.strip()] if value is not None else []
+        if not items and not allow_empty:
+            _fail(name, value, f"must name at least one {what.split()[1]}")
+        out = []
+        for s in items:
+            try:
+                out.append(one(name, s, scale))
+            except ParamError:
+                _fail(name, value, f"{s!r} must be {what}")
+        return out
+    return check
+
+
+def integers(lo=None):
+    """A comma-separated list of integers ≥ ``lo``; returns the list."""
+    check = _listed(integer(lo), f"an integer ≥ {lo}", allow_empty=False)
+    check.doc = f"comma-separated integers ≥ {lo}"
+    return check
+
+
 def _bound(lo, hi, open_lo, open_hi) -> str:
     """A range as a reader writes it: "≥ 16", "≤ 1", "in (0, 1)"."""
     if hi is None:
@@ -89,19 +112,7 @@ def number(lo=None, hi=None, open_lo=False, open_hi=False, optional=False):
 
 def numbers(lo=None, hi=None, open_lo=False, open_hi=False, allow_empty=False):
     """A comma-separated list of numbers in a range; returns the list."""
-    one = number(lo, hi, open_lo, open_hi)
-
-    def check(name, value, scale):
-        items = [s.strip() for s in str(value).split(",") if s.strip()] if value is not None else []
-        if not items and not allow_empty:
-            _fail(name, value, "must name at least one number")
-        out = []
-        for s in items:
-            try:
-                out.append(one(name, s, scale))
-            except ParamError:
-                _fail(name, value, f"{s!r} must be a number {_bound(lo, hi, open_lo, open_hi)}")
-        return out
+    check = _listed(number(lo, hi, open_lo, open_hi), f"a number {_bound(lo, hi, open_lo, open_hi)}", allow_empty)
     check.doc = _range_doc("comma-separated numbers", lo, hi, open_lo, open_hi)
     return check
 
@@ -241,7 +252,25 @@ CHECKS = {
     "06_synthesis": {**COMMON, "chapters": names(_point_chapters), "timed_images": integer(1),
                      "rate_budget": number(0, open_lo=True), "runtimes": names(RUNTIMES),
                      "width_check": integer(0, 3)},
+    "07_controls": {**COMMON, "archs": names(ARCHS, count=1), "lambdas": lambdas(count=2),
+                    "ratios": numbers(0, 1, open_lo=True, open_hi=True),
+                    "scratch_ratios": numbers(0, 1, open_lo=True, open_hi=True, allow_empty=True),
+                    "budgets": integers(1), "runtimes": names(RUNTIMES), "timed_images": integer(1)},
 }
+
+
+def _scratch_among_ratios(p):
+    extra = [r for r in p.scratch_ratios if not any(math.isclose(r, q) for q in p.ratios)]
+    if extra:
+        raise ParamError(f"parameter scratch_ratios: {extra[0]:g} is not one of ratios "
+                         f"({', '.join(f'{q:g}' for q in p.ratios)}); add it to ratios or leave it out")
+    if p.scratch_ratios and get_scale(p.scale).pretrained:
+        raise ParamError(f"parameter scratch_ratios: the {p.scale} scale's base models are pretrained, so are not "
+                         "trained from scratch here; pass -p scratch_ratios= (none) for the other controls")
+
+
+# checks across a chapter's parameters, after each was checked alone
+ACROSS = {"07_controls": _scratch_among_ratios}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,7 +325,10 @@ def check(chapter: str, values: dict, defaults: dict | None = None) -> SimpleNam
             raise _unknown(chapter, name, list(spec))
     merged = {**(declared(chapter) if defaults is None else defaults), **values}
     scale = get_scale(_scale("scale", merged.get("scale", "cpu"), None))
-    return SimpleNamespace(**{name: fn(name, merged.get(name), scale) for name, fn in spec.items()})
+    out = SimpleNamespace(**{name: fn(name, merged.get(name), scale) for name, fn in spec.items()})
+    if chapter in ACROSS:
+        ACROSS[chapter](out)
+    return out
 
 
 def parse_cli(pairs) -> dict:

@@ -37,7 +37,7 @@ from .weights import is_coder_table, is_entropy
 
 FIELDS = ("chapter", "name", "method", "arch", "lambda", "variant", "rebuild", "spec")
 # the chapters whose points 06_synthesis compares (the zoo's first: the anchors)
-CHAPTERS = ("00_baselines", "01_liao", "02_luo", "03_yin", "04_yu", "05_tao")
+CHAPTERS = ("00_baselines", "01_liao", "02_luo", "03_yin", "04_yu", "05_tao", "07_controls")
 
 
 class PointError(RuntimeError):

@@ -8,7 +8,8 @@ The inputs of a chapter (:func:`inputs`), each hashed:
   on that path counts: we err on the side of rerunning);
 - the committed models it reads, through their manifests (every model file is checked against the
   sha256 its manifest holds when loaded): the zoo's families and the chapter's own models and points;
-  06_synthesis reads every chapter's points and results, so all of them;
+  06_synthesis reads every chapter's points and results, so all of them (07_controls: 01's, and the
+  narrow decoders trained from scratch);
 - the papers' tables and the published reference curves.
 
 Jupyter Book's own execution cache (jupyter-cache) keys a notebook on its code cells alone; our
@@ -27,6 +28,8 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parents[1]
 LIC = PROJECT / "lic"
 SYNTHESIS = "06_synthesis"
+# chapters whose points and results a chapter reads besides its own (06 reads every chapter's)
+READS = {"07_controls": ("01_liao",)}
 
 
 def _sha(data: bytes) -> str:
@@ -101,6 +104,10 @@ def _model_folders(name: str, scale, parameters: dict) -> list:
         if name == SYNTHESIS and at.family and not any((f / "points").exists() for f in mine):
             continue  # a wider family no chapter has run on: 06 reads nothing of it
         folders += [zoo.zoo_dir(at), *mine]
+    folders += [store.models_dir(ch, scale) for ch in READS.get(name, ())]
+    if name == "07_controls" or (name == SYNTHESIS and (store.models_dir("07_controls", scale) / "points").exists()):
+        z = zoo.zoo_dir(scale)  # the narrow decoders trained from scratch: read through 07's points
+        folders += sorted(z.parent.glob(f"{z.name}-gs*"))
     return folders
 
 
@@ -118,6 +125,7 @@ def inputs(name: str, scale, parameters=None) -> dict:
         files += sorted(p for p in root.glob(f"*/{scale.name}.json") if p.parent.name != name)
     elif scale.at_width((parameters or {}).get("width") or "").family:  # a wider family's page sets itself beside the scale's own
         files.append(root / name / f"{scale.name}.json")
+    files += [root / ch / f"{scale.name}.json" for ch in READS.get(name, ())]
     for f in files:
         if f.is_file():
             try:

@@ -64,7 +64,7 @@ class Scale:
     hific_late_gan_steps: int = 0  # and GAN steps on those crops
     arch_steps: tuple = ()      # ((arch, steps, finetune_steps), ...): per-architecture schedules
     width: str = ""             # "" the scale's own widths; a key of WIDER: that family (its own zoo folder)
-    decoder: int = 0            # g_s hidden width trained from scratch (0: the architecture's; 07_trained)
+    decoder: int = 0            # g_s hidden width trained from scratch (0: the architecture's; 07_controls)
 
     @property
     def family(self) -> str:

@@ -33,7 +33,7 @@ from .data import pad_to, to_tensor
 from .evaluate import (EXTRAPOLATE_DB, MIN_SIZE, PAD, REACH_FACTOR, bd, evaluate, fingerprintable,  # noqa: F401
                        interleaved_times, parameter_count, psnr_at, quality_cached, rate_at, serialized_bytes)
 from .precision import cpu_model
-from .scales import BASE_WIDTH, WIDER
+from .scales import BASE_WIDTH, WIDER, WIDTHS
 from .stages import stage_macs
 from .weights import fingerprint
 
@@ -400,8 +400,6 @@ def across_widths(fams: list) -> list:
     (method, variant, architecture) one row per width with its rate cost against the zoo model of
     *that* width, its decode MAC cut and its eager decode speed-up (spread) — do the rate costs and
     speed-ups move with the width? Widths in :data:`lic.scales.WIDTHS`' order."""
-    from .scales import WIDTHS
-
     by = {}
     for f in fams:
         if f["method"] == ZOO:
@@ -635,7 +633,7 @@ def pareto(opts: list) -> list:
 # know, and two of these shared one); anything else falls back to it
 METHODS = ("zoo", "Liao (decoder pruning)", "ERHP (Luo)", "uniform hyper path (Luo's control)",
            "half-width hyper path (Luo's control)", "Yin (ecg+bm)", "Yin (bm)", "Yin (vbr)", "int8 (Yu)",
-           "int8 g_s (NNCF)", "AdaNIC (Tao)", "scratch", "distilled")
+           "int8 g_s (NNCF)", "AdaNIC (Tao)", "scratch", "distilled", "mask decay")
 
 
 def method_color(method: str):
@@ -645,7 +643,7 @@ def method_color(method: str):
     from . import report
 
     if method in METHODS:
-        palette = sns.color_palette("tab10", 10) + [sns.color_palette("Dark2", 8)[i] for i in (0, 5, 6)]
+        palette = sns.color_palette("tab10", 10) + [sns.color_palette("Dark2", 8)[i] for i in (0, 5, 6, 3)]
         return palette[METHODS.index(method)]
     return report.color_of(method)
 

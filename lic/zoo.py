@@ -262,6 +262,9 @@ def get(arch: str, lmbda: float, scale: Scale, root=None, train_missing=True, pr
     check_choice("arch", arch, ARCHS)
     check_choice(f"lambda for scale {scale.name!r}", lmbda, scale.lambdas)
     if scale.pretrained:
+        if scale.decoder:  # CompressAI's weights are for its own g_s widths only
+            raise CheckpointError(f"no pretrained {arch} with a {scale.decoder}-channel g_s at the {scale.name} scale: "
+                                  "a narrow decoder from scratch is trained at smoke or cpu scale")
         return pretrained(arch, lmbda)
     entry = read_manifest(scale).get(model_name(arch, lmbda))
     if entry:
@@ -689,14 +692,14 @@ def main(argv=None) -> int:
     t.add_argument("--width", default="", choices=WIDTHS,
                    help="the base family: N64 (the scale's own, default) or N128 (CompressAI's N=128/M=192)")
     t.add_argument("--decoder-width", type=int, default=0, metavar="W",
-                   help="g_s hidden width trained from scratch (07_trained's control; default: the architecture's)")
+                   help="g_s hidden width trained from scratch (07_controls' scratch control; default: the architecture's)")
     t.add_argument("--stop-at", type=int, default=None, metavar="STEP",
                    help="end this part at STEP and keep it as a stage (committable weights); the next "
                         "call continues it, on this machine from its state, elsewhere from the stage")
     ls = sub.add_parser("list", help="print the manifest and each family's BD-rate vs WebP")
     ls.add_argument("--scale", default="cpu", choices=tuple(SCALES))
     ls.add_argument("--width", default="", choices=WIDTHS, help="the base family (default: the scale's own)")
-    ls.add_argument("--decoder-width", type=int, default=0, metavar="W", help="a narrow-decoder family (07_trained)")
+    ls.add_argument("--decoder-width", type=int, default=0, metavar="W", help="a narrow-decoder family (07_controls)")
     ad = sub.add_parser("adopt", help="copy the finished models of another zoo (a schedule trial) into this one")
     ad.add_argument("source", help="the other zoo's LIC_ZOO folder, e.g. runs/trial")
     ad.add_argument("--scale", default="cpu")

@@ -61,7 +61,7 @@ def test_the_ledger_is_built_from_the_results_files(tmp_path):
     assert "**1 of 2 claims under the contract reproduced** at `cpu` scale, 0 partly, 1 not" in page
     assert "{doc}`03_yin`" in page and "| FLOPs fall 2.0–2.9× | 2.03–2.86× | 1.6× |" in page
     assert "| quality | partly reproduced |" in page  # recorded before the contract
-    assert "not yet reproduced: 00_baselines, 02_luo, 04_yu, 05_tao, 06_synthesis." in page  # from data/papers/claims.csv
+    assert "not yet reproduced: 00_baselines, 02_luo, 04_yu, 05_tao, 06_synthesis, 07_controls." in page  # from data/papers/claims.csv
     (tmp_path / "06_synthesis").mkdir()  # the study's own questions are counted apart from the papers' claims
     (tmp_path / "06_synthesis" / "cpu.json").write_text(json.dumps({"claims": [
         _ok(id="synth-stack", paper="Δrate within 0.5 pp of the sum", verdict="not reproduced")]}))
@@ -249,6 +249,28 @@ def test_convergence_is_told_on_the_validation_rd_cost_of_each_curve(tmp_path, m
     row = pd.DataFrame({"val_psnr@0.0035": [30.0], "val_bpp_est@0.0035": [0.2], "val_psnr@C5": [40.0], "val_bpp_est@C5": [1.0]})
     want = ((0.2 + 0.0035 * 255 ** 2 * 1e-3) + (1.0 + 0.013 * 255 ** 2 * 1e-4)) / 2
     assert budget.rd_cost(row, 0.013)[0] == pytest.approx(want)
+
+
+def test_the_scratch_decoders_curves_are_told_but_qualify_no_control_verdict(tmp_path, monkeypatch):
+    import numpy as np
+    import pandas as pd
+
+    from lic import budget, ledger
+    from lic.scales import get_scale
+
+    monkeypatch.setenv("LIC_ZOO", str(tmp_path))
+    S = get_scale("cpu")
+    d = tmp_path / "cpu-gs38"  # the zoo's family with a 38-channel g_s trained from scratch
+    d.mkdir()
+    steps = np.arange(2500, 60001, 2500)
+    pd.DataFrame({"step": steps, "val_psnr": 30 + 2 * (1 - np.exp(-steps / 60000)), "val_bpp_est": 0.5}).to_csv(
+        d / "m.curve.csv", index=False)
+    (d / "manifest.json").write_text(json.dumps({"m": {"curve": "m.curve.csv", "lambda": 0.013}}))
+    assert [r["model"] for r in budget.convergence("07_controls", S)] == ["m (g_s width 38)"]
+    line = budget.convergence_line("07_controls", S)
+    assert "still improving at the end of its run: m (g_s width 38)" in line and "hold at this budget only" not in line
+    claims = [_ok(id="controls-scratch", verdict="not reproduced")]
+    assert ledger.qualify(claims, "07_controls", "cpu") == claims  # a control still improving could move it either way
 
 
 def test_the_last_fifth_is_of_the_whole_run_when_validation_began_late():

@@ -71,3 +71,62 @@ def test_the_three_questions_are_decided_at_liaos_own_budget():
     assert "1 of 1" in got["controls-mask-decay"]["ours"]
     none = {c["id"]: c for c in controls.claims_for([row(controls.LIAO, 5.0)], bars)}
     assert "no mask decay decoder measured" in none["controls-mask-decay"]["ours"]
+
+
+def _measured(method, lam, ratio, rate, steps, budget=None, seconds=None, speedup=1.3):
+    return {"method": method, "lambda": lam, "ratio": ratio, "rate_vs_zoo_pct": rate, "decode_macs": 2e9,
+            "decode_speedup": speedup, "decode_spread_pct": 4.0, "decode_speedup@openvino": 1.1,
+            "steps": steps, "budget": budget, "train_seconds": seconds}
+
+
+def test_the_table_lists_each_decoder_once_in_the_chapters_order_and_the_figure_has_a_panel_per_case():
+    import matplotlib.pyplot as plt
+
+    rows = [_measured(controls.DECAYED, 0.013, 0.55, 6.0, 10000, 10, 600), _measured("zoo", 0.013, None, 0, None),
+            _measured("distilled", 0.013, 0.55, 9.0, 1000, 1, 60), _measured(controls.LIAO, 0.013, 0.55, 7.0, 1000, 1),
+            _measured("scratch", 0.013, 0.55, 4.0, 60000, None, 3600), _measured(controls.LIAO, 0.0035, 0.55, 5.0, 1000, 1)]
+    t = controls.table(rows)
+    assert list(zip(t.method, t["λ"])) == [(controls.LIAO, 0.013), ("scratch", 0.013), ("distilled", 0.013),
+                                           (controls.DECAYED, 0.013), (controls.LIAO, 0.0035)]  # zoo left out
+    assert t["training (min)"].tolist()[:2] == [pytest.approx(float("nan"), nan_ok=True), 60.0]
+    assert t["speed-up, openvino g_s (x)"].iloc[0] == 1.1
+    text = controls.findings(t)
+    assert text.startswith("at λ = 0.013 and r = 0.55, the cheapest is scratch (+4.0 %), Liao's pruning +7.0 % "
+                           "(2 of 3 controls cost less); at λ = 0.0035")
+    assert controls.speed_text(t) == "decode speed-ups against the zoo model of 1.30–1.30× at r = 0.55 (eager; timing spread up to 4 %)"
+    fig = controls.figure(t)
+    assert len(fig.axes) == 2 and fig.axes[0].get_title().startswith("λ = 0.013, r = 0.55")
+    plt.close(fig)
+
+
+def test_a_scratch_decoders_budget_counts_the_model_it_was_fine_tuned_from(tmp_zoo, smoke):
+    from lic import store
+
+    narrow = smoke.with_(decoder=8)
+    path = zoo.manifest_path(narrow)
+    path.parent.mkdir(parents=True)
+    store.write_json(path, {zoo.model_name("bmshj2018-hyperprior", 0.025): {"arch": "bmshj2018-hyperprior", "steps": 120, "train_seconds": 30.0},
+                            zoo.model_name("bmshj2018-hyperprior", 0.0067): {"arch": "bmshj2018-hyperprior", "steps": 30, "train_seconds": 5.0,
+                                                                             "started_from": zoo.model_name("bmshj2018-hyperprior", 0.025)}})
+    assert controls.scratch_budget("bmshj2018-hyperprior", 0.0067, 8, smoke) == {"steps": 150, "train_seconds": 35.0}
+    assert controls.scratch_budget("bmshj2018-hyperprior", 0.025, 8, smoke) == {"steps": 120, "train_seconds": 30.0}
+    assert controls.scratch_budget("bmshj2018-hyperprior", 0.013, 8, smoke)["steps"] == 0  # not trained
+
+
+def test_the_dry_run_names_the_narrow_widths_and_what_it_would_train(tmp_zoo):
+    from lic import book
+
+    lines = "\n".join(book.plan("07_controls", "smoke", {"budgets": "1,3"}))
+    assert "narrow g_s: r = 0.55 → width" in lines and "r = 0.33 → width" in lines
+    assert "0 of 2 trained; to TRAIN (`python -m lic.zoo train --scale smoke --arch bmshj2018-hyperprior --decoder-width" in lines
+    assert "distilled and mask-decayed decoders: 16," in lines  # 2 methods x 2 λ x 2 ratios x 2 budgets
+
+
+def test_a_decoder_without_a_delta_rate_is_not_compared_and_is_named_so():
+    nan = float("nan")
+    rows = [{"method": controls.LIAO, "lambda": 0.013, "ratio": 0.55, "rate_vs_zoo_pct": 5.0},
+            {"method": "scratch", "lambda": 0.013, "ratio": 0.55, "rate_vs_zoo_pct": nan}]
+    assert controls.beats(rows, controls.LIAO, "scratch") == []
+    t = controls.table([_measured(controls.LIAO, 0.013, 0.55, 5.0, 1000, 1), _measured("scratch", 0.013, 0.55, nan, 60000)])
+    assert controls.findings(t) == ("at λ = 0.013 and r = 0.55, the cheapest is Liao's pruning itself (+5.0 %), "
+                                    "Liao's pruning +5.0 % (0 of 1 controls cost less)")

@@ -179,3 +179,19 @@ def test_the_runtime_names_are_lic_deploys():
     from lic import deploy, params
 
     assert params.RUNTIMES == deploy.RUNTIMES  # kept apart so that no chapter's recipe reads lic.deploy
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-p", "scratch_ratios=0.4"], "scratch_ratios: 0.4 is not one of ratios (0.55, 0.33)"),
+    (["-p", "budgets=1,2.5"], "'2.5' must be an integer ≥ 1"),
+    (["-p", "budgets=0"], "'0' must be an integer ≥ 1"),
+    (["-p", "lambdas=0.0067"], "needs exactly 2 λ"),
+])
+def test_the_controls_refuse_a_scratch_ratio_they_do_not_match_and_fractional_budgets(args, message, capsys, tmp_zoo):
+    assert book.main(["run", "07_controls", "--scale", "smoke", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and err.startswith("error: ")
+    assert params.check("07_controls", {"scale": "smoke", "scratch_ratios": ""}).scratch_ratios == []  # none from scratch
+    with pytest.raises(params.ParamError, match="pass -p scratch_ratios= "):  # pretrained base models: none from scratch
+        params.check("07_controls", {"scale": "paper"})
+    assert params.check("07_controls", {"scale": "paper", "scratch_ratios": ""}).ratios == [0.55, 0.33]

@@ -208,3 +208,19 @@ def test_a_pending_section_leaves_the_toc_with_its_chapter_kept():
     liao = next(c for part in kept["parts"] for c in part["chapters"] if c["file"] == "book/01_liao")
     luo = next(c for part in kept["parts"] for c in part["chapters"] if c["file"] == "book/02_luo")
     assert "sections" not in liao and luo["sections"] == [{"file": "book/02_luo-N128"}]
+
+
+def test_run_all_names_a_chapter_never_run_at_a_scale_with_a_book_and_runs_every_chapter_on_a_fresh_one(
+        smoke_book, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(book, "run", lambda name, scale, params, announce=None: calls.append(name))
+    for name in book.chapters():
+        book.executed_path(name, "smoke").unlink(missing_ok=True)
+    assert book.main(["run", "all", "--scale", "smoke"]) == 0
+    assert calls == book.chapters()  # nothing executed at this scale yet: a first build runs every chapter
+    for name in book.chapters():
+        if name != "07_controls":
+            recipe.record(_page(book.executed_path(name, "smoke"), {"scale": "smoke"}), name, smoke_book)
+    calls.clear()
+    assert book.main(["run", "all", "--scale", "smoke"]) == 0 and calls == []
+    assert "07_controls: not executed at this scale; `python -m lic.book run 07_controls --scale smoke`" in capsys.readouterr().out

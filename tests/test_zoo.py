@@ -330,7 +330,7 @@ def test_a_stage_kept_on_one_machine_is_continued_on_another(smoke, tmp_zoo, cap
 
 
 def test_a_narrow_decoder_family_trains_from_scratch_in_its_own_folder(smoke, tmp_zoo):
-    """07_trained's scratch control: the zoo's recipe with g_s at a pruned decoder's width."""
+    """07_controls' scratch control: the zoo's recipe with g_s at a pruned decoder's width."""
     from lic import liao, surgery
 
     narrow = smoke.with_(decoder=8)
