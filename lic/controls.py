@@ -325,13 +325,14 @@ def findings(t) -> str:
         text = f"at λ = {lam:g} and r = {r:g}, "
         text += (f"the cheapest is {label(ok.iloc[0])} ({pct(ok.iloc[0]['Δrate vs zoo (%)'])})" if len(ok)
                  else "no decoder has a Δrate")
-        if len(ok) and ok.iloc[0].method == LIAO:
+        liao_first = len(ok) and ok.iloc[0].method == LIAO
+        if liao_first:
             text = text.replace(f"is {LIAO}", "is Liao's pruning itself")
         if len(liao_rate):
             v = float(liao_rate.iloc[0])
             others = ok[ok.method != LIAO]["Δrate vs zoo (%)"]  # the controls with a Δrate
-            text += f", Liao's pruning {pct(v)}"
-            if math.isfinite(v):
+            text += "" if liao_first else f", Liao's pruning {pct(v)}"
+            if math.isfinite(v) and len(others):
                 text += f" ({int((others < v).sum())} of {len(others)} controls cost less)"
         parts.append(text)
     return "; ".join(parts) if parts else "no decoder measured"
