@@ -76,7 +76,7 @@ def test_the_three_questions_are_decided_at_liaos_own_budget():
 def _measured(method, lam, ratio, rate, steps, budget=None, seconds=None, speedup=1.3):
     return {"method": method, "lambda": lam, "ratio": ratio, "rate_vs_zoo_pct": rate, "decode_macs": 2e9,
             "decode_speedup": speedup, "decode_spread_pct": 4.0, "decode_speedup@openvino": 1.1,
-            "steps": steps, "budget": budget, "train_seconds": seconds}
+            "steps": steps, "budget": budget, "train_seconds": seconds, "psnr_vs_zoo_db": -rate / 10}
 
 
 def test_the_table_lists_each_decoder_once_in_the_chapters_order_and_the_figure_has_a_panel_per_case():
@@ -90,6 +90,7 @@ def test_the_table_lists_each_decoder_once_in_the_chapters_order_and_the_figure_
                                            (controls.DECAYED, 0.013), (controls.LIAO, 0.0035)]  # zoo left out
     assert t["training (min)"].tolist()[:2] == [pytest.approx(float("nan"), nan_ok=True), 60.0]
     assert t["speed-up, openvino g_s (x)"].iloc[0] == 1.1
+    assert t["ΔPSNR at equal rate (dB)"].iloc[0] == pytest.approx(-0.7)  # Liao's at λ = 0.013
     text = controls.findings(t)
     assert text.startswith("at λ = 0.013 and r = 0.55, the cheapest is scratch (+4.0 %), Liao's pruning +7.0 % "
                            "(2 of 3 controls cost less); at λ = 0.0035")
@@ -129,3 +130,16 @@ def test_a_decoder_without_a_delta_rate_is_not_compared_and_is_named_so():
     assert controls.beats(rows, controls.LIAO, "scratch") == []
     t = controls.table([_measured(controls.LIAO, 0.013, 0.55, 5.0, 1000, 1), _measured("scratch", 0.013, 0.55, nan, 60000)])
     assert controls.findings(t) == "at λ = 0.013 and r = 0.55, the cheapest is Liao's pruning itself (+5.0 %)"
+
+
+def test_a_distilled_decoder_learns_at_the_zoos_rate_then_fine_tunes_at_liaos(teacher, smoke, monkeypatch):
+    seen = []
+
+    def fake_train(model, data, cfg, **kw):  # records each phase's schedule instead of training
+        seen.append((cfg.steps, cfg.lr, cfg.lr_final))
+        return [{"elapsed_s": 1.5}]
+
+    monkeypatch.setattr(controls, "train", fake_train)
+    student = controls.distill(teacher, 4, None, steps=10, lmbda=0.0067, scale=smoke, progress=False)
+    assert seen == [(5, smoke.lr, smoke.lr_final), (5, liao.FINETUNE_LR, liao.FINETUNE_LR_FINAL)]  # fresh g_s: the zoo's rate
+    assert student.train_seconds == 3.0 and controls.full_width(student) == 4
