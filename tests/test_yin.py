@@ -258,6 +258,10 @@ def test_committed_cpu_models_load_and_stay_in_budget():
         pytest.skip("no committed cpu models yet")
     assert sum(f.stat().st_size for f in folder.iterdir()) < 40e6
     for name, e in manifest.items():
+        if e.get("continued_from"):  # a budget curve's model (<name>@<steps>): continues a committed one
+            assert name == f"{e['continued_from']}@{e['steps']}" and e["continued_from"] in manifest
+            assert e["steps"] > e["continued_at_step"] and e["train_seconds"] > 0 and e["precision"]
+            continue
         model = yin.get(e["arch"], cpu, e["variant"], e["target_sparsity"] or yin.TARGET_SPARSITY,
                         train_missing=False)
         assert yin.model_name(e["arch"], e["variant"], e["target_sparsity"] or yin.TARGET_SPARSITY) == name
