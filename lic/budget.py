@@ -236,7 +236,7 @@ def convergence_line(chapter: str, scale) -> str:
             + "; ".join(parts) + ".")
 
 
-def curve_figure(rows: list, metric: str, paper=None, label="ours"):
+def curve_figure(rows: list, metric: str, paper=None, label="ours", paper_label="paper"):
     """A claim's metric against training steps (one of :func:`lic.yin.budget_curve`'s columns, say),
     with the paper's value as a dashed line labelled in place: is the gap closing with compute?"""
     from . import report
@@ -250,7 +250,7 @@ def curve_figure(rows: list, metric: str, paper=None, label="ours"):
                     ha="center", fontsize=7)
     if paper is not None:
         ax.axhline(paper, color="k", ls="--", lw=0.8)
-        ax.annotate("paper", (min(steps), paper), xytext=(0, 3), textcoords="offset points", fontsize=7)
+        ax.annotate(paper_label, (min(steps), paper), xytext=(0, 3), textcoords="offset points", fontsize=7)
     ax.set(xlabel="training steps", ylabel=metric)
     ax.margins(x=0.1, y=0.15)
     fig.tight_layout()

@@ -9,7 +9,8 @@ wherever they are called from), the entropy coding of z and y, the scale → ind
 serial autoregressive loop of mbt2018 and cheng2020-attn (context model and coder per latent, one
 stage). The model's code is not copied: its attributes are wrapped for the duration of the block.
 A call made inside another metered one counts for the outer one only. A wrapper that keeps its
-codec in ``.net`` (AdaNIC's capacities) is metered through it.
+codec in ``.net`` (AdaNIC's capacities), ``.model`` or ``.base`` (Yin's models at one λ) is
+metered through it.
 
 Any monotone ``meter`` works: :func:`stage_macs` reads a FlopCounterMode's running total instead of
 the clock, so a point's MACs land in the same stages as its time (:mod:`lic.anatomy`).
@@ -54,10 +55,17 @@ class _Clock:
         return metered
 
 
+WRAPPED = ("net", "model", "base")  # where wrappers keep their codec: AdaNIC's capacities, a model at one λ, BM/ECG
+
+
 def codec_of(model):
-    """The module holding the stages: ``model``, or the codec a wrapper keeps in ``.net``."""
-    while not hasattr(model, "g_s") and isinstance(getattr(model, "net", None), torch.nn.Module):
-        model = model.net
+    """The module holding the stages: ``model``, or the codec a wrapper keeps (in ``.net``,
+    ``.model`` or ``.base``, followed until a module with a ``g_s``)."""
+    while not hasattr(model, "g_s"):
+        inner = next((getattr(model, a) for a in WRAPPED if isinstance(getattr(model, a, None), torch.nn.Module)), None)
+        if inner is None:
+            break
+        model = inner
     return model
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .data import sha256 as sha256_of
-from .weights import is_coder_table, is_entropy
+from .weights import is_coder_table, is_entropy, is_rebuilt
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -68,11 +68,12 @@ class StoredModelError(RuntimeError):
 
 def stored_state(model, half=True, keep_fp32=None) -> dict:
     """``model``'s weights as every chapter stores them: coder tables dropped (``update()`` rebuilds
-    them); with ``half``, floating tensors in fp16 but the entropy models' and those of the keys
+    them), and the buffers construction rebuilds (:func:`lic.weights.is_rebuilt`); with ``half``, floating tensors in fp16 but the entropy models' and those of the keys
     ``keep_fp32(key)`` names."""
     def small(k, v):
         return half and v.is_floating_point() and not is_entropy(k) and not (keep_fp32 and keep_fp32(k))
-    return {k: v.half() if small(k, v) else v.clone() for k, v in model.state_dict().items() if not is_coder_table(k)}
+    return {k: v.half() if small(k, v) else v.clone() for k, v in model.state_dict().items()
+            if not is_coder_table(k) and not is_rebuilt(k)}
 
 
 def write(payload: dict, path) -> str:
@@ -106,11 +107,12 @@ def read(path, sha256=None, hint="") -> dict:
 
 def fill(model, state: dict, path, hint=""):
     """``model`` with the stored ``state`` (back in fp32), its coder tables rebuilt, in eval mode.
-    Only coder tables may be missing from ``state``; anything else missing or unexpected is refused."""
+    Only coder tables and rebuilt buffers may be missing from ``state``; anything else missing or
+    unexpected is refused."""
     hint = f" {hint}" if hint else ""
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     missing, unexpected = torch.nn.Module.load_state_dict(model, state, strict=False)
-    missing = [k for k in missing if not is_coder_table(k)]
+    missing = [k for k in missing if not is_coder_table(k) and not is_rebuilt(k)]
     if missing or unexpected:
         raise StoredModelError(f"checkpoint {path} does not fit {type(model).__name__}: missing {missing[:3]}, "
                                f"unexpected {unexpected[:3]}.{hint}")

@@ -1,6 +1,6 @@
 """What identifies a model's weights, below every module that stores, measures or trains models:
-the entropy-coder tables that ``update()`` rebuilds (never stored, never part of an identity) and
-a short fingerprint of everything else."""
+the entropy-coder tables that ``update()`` rebuilds (never stored, never part of an identity), the
+buffers construction rebuilds (never stored) and a short fingerprint of everything else."""
 from __future__ import annotations
 
 import hashlib
@@ -11,6 +11,12 @@ CODER_TABLES = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 
 def is_coder_table(key: str) -> bool:
     return key.rsplit(".", 1)[-1] in CODER_TABLES
+
+
+def is_rebuilt(key: str) -> bool:
+    """A buffer every construction of the module rebuilds the same (the causal mask of mbt2018's
+    context model, as large as its weights): never stored."""
+    return key.endswith("context_prediction.mask")
 
 
 def is_entropy(key: str) -> bool:

@@ -19,6 +19,7 @@ import time
 import torch
 from tqdm import tqdm
 
+from .models.rate import OneModelAllRates
 from .stages import codec_of
 from .surgery import channel_config, fresh_like, set_module, shape_of
 
@@ -35,6 +36,8 @@ def geometry(point, zoo_model) -> dict:
     if cap is not None and hasattr(getattr(point, "net", None), "widths"):  # AdaNIC: a uniform g_s fraction
         f = point.net.widths[cap] / max(point.net.widths)
         return {} if f == 1 else _uniform(zoo_model, f)
+    if isinstance(getattr(point, "model", None), OneModelAllRates):  # Yin's: the zoo's layers, gated per image
+        return {}
     p, z = channel_config(codec_of(point)), channel_config(zoo_model)
     return {name: (p[name][0] / z[name][0], p[name][1] / z[name][1]) for name in p
             if name.split(".")[0] in PARTS and name in z and p[name] != z[name]}

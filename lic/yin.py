@@ -117,11 +117,17 @@ def save(model, path, meta: dict, half=True) -> str:
                         "state_dict": store.stored_state(model, half, _keep_fp32), "meta": meta}, path)
 
 
+FP16_CHECK_SERIAL = 4  # test images of the fp16 check of a serial decoder (mbt2018: ≈ 7 s per Kodak image and λ)
+
+
 def save_checked(model, path, meta: dict, images, half=True, lambdas=(), tol_db=None) -> str:
     """:func:`save`, keeping fp16 transforms only where they move the mean test PSNR by at most
     ``tol_db`` (the zoo's tolerance) at every λ of ``lambdas``, real bitstreams both; else fp32.
-    The comparison goes into ``meta["fp16_check"]``. Returns the file's sha256."""
+    A model that decodes serially (mbt2018) is checked on the first :data:`FP16_CHECK_SERIAL`
+    images only. The comparison goes into ``meta["fp16_check"]``. Returns the file's sha256."""
     tol_db = zoo.FP16_TOLERANCE_DB if tol_db is None else tol_db
+    if hasattr(model.base, "context_prediction"):
+        images = images[:FP16_CHECK_SERIAL]
     sha = save(model, path, meta, half=half)
     if not half:
         return sha
@@ -133,7 +139,7 @@ def save_checked(model, path, meta: dict, images, half=True, lambdas=(), tol_db=
         checks[str(lam)] = zoo.fp16_check(ref, res, tol_db)
     worst = max((abs(c["delta_psnr_db"]) for c in checks.values()), default=0.0)
     meta["fp16_check"] = {"per_lambda": checks, "max_abs_delta_psnr_db": worst, "tolerance_db": tol_db,
-                          "within_tolerance": worst <= tol_db}
+                          "within_tolerance": worst <= tol_db, "images": len(images)}
     if worst > tol_db:
         meta["weights"] = "fp32"
         return save(model, path, meta, half=False)
@@ -208,6 +214,65 @@ def curve_figure(curves: dict, lambdas):
     axes[0, 1].set(xlabel="step", ylabel="share of gated inputs closed", title="sparsity, gated models", ylim=(0, 1))
     fig.legend(loc="lower center", ncol=2, fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0.05 * ((len(curves) + 1) // 2) + 0.03, 1, 1))
+    return fig
+
+
+def sparsity_figure(sp, archs):
+    """Share of each gated layer's input channels closed (``sp``: rows {arch, λ, layer, closed}),
+    one panel per architecture, one bar per λ, the target sparsity dotted."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid")
+    fig, axes = plt.subplots(1, len(archs), figsize=(5.2 * len(archs), 3.8), squeeze=False, sharey=True)
+    for ax, a in zip(axes[0], archs):
+        sns.barplot(sp[sp.arch == a], x="layer", y="closed", hue="λ", ax=ax, palette="crest")
+        ax.axhline(TARGET_SPARSITY, color="grey", ls=":", lw=1)
+        ax.set(title=a, xlabel="", ylabel="share of input channels closed", ylim=(0, 1))
+        ax.tick_params(axis="x", rotation=90)
+    fig.tight_layout()
+    return fig
+
+
+def rd_figure(sweep, res, archs, variants, kodak: bool):
+    """Rate–distortion of each variable-rate model over its sweep (``sweep``), the zoo's fixed
+    models (from ``res``) and, on Kodak, CompressAI's published fixed and variable-rate curves;
+    one panel per architecture."""
+    from . import report
+
+    fig, axes = report.figure(nrows=len(archs), height=3.6 * len(archs))
+    for ax, a in zip(axes[:, 0], archs):
+        curves = []
+        for v in variants:
+            s = sweep[(sweep.arch == a) & (sweep.model == v)]
+            curves.append({"name": f"{v} (ours, {len(s)} λ)", **s[["bpp", "psnr"]].to_dict("list")})
+        curves.append({"name": "zoo, one model per λ",
+                       **res[(res.arch == a) & (res.model == "zoo (one per λ)")][["bpp", "psnr"]].to_dict("list")})
+        if kodak:
+            curves += [{**report.published(n), "name": f"CompressAI {n} (published)", "kind": "published"}
+                       for n in (a, f"{a}-vbr")]
+        report.rd_plot(curves, ax=ax, metric="psnr", title=a, xlim=(0, 1.0) if kodak else None,
+                       legend="upper left")  # the empty corner: high PSNR at low rate
+    fig.tight_layout()
+    return fig
+
+
+def speed_figure(lat, model="ecg+bm"):
+    """Measured encode and decode speed-up of ``model`` against its FLOP reduction (rows of
+    :func:`latency`), with the line where time falls exactly as FLOPs do."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.2, 4.2))
+    g = lat[lat.model == model]
+    for kind, marker in (("encode", "o"), ("decode", "s")):
+        ax.scatter(g["FLOP reduction"], g[f"{kind} speed-up"], marker=marker, label=kind)
+    top = max(g["FLOP reduction"].max(), 1.5) * 1.05
+    ax.plot([1, top], [1, top], color="grey", ls=":", lw=1, label="time falls as FLOPs do")
+    ax.axhline(1, color="black", lw=0.6)
+    ax.set(xlabel="FLOP reduction (×), gates included", ylabel="measured speed-up (×)",
+           title="ECG + BM vs the zoo model, same λ")
+    ax.legend()
+    fig.tight_layout()
     return fig
 
 
@@ -382,12 +447,81 @@ def image_macs(view: AtLambda, images) -> dict:
 SWEEP_POINTS = 12          # λ of the continuous-rate curves (4 at smoke: CI's minutes go elsewhere)
 
 
-def sweep_lambdas(scale: Scale, n=None) -> list:
+SERIAL_DECODE = ("mbt2018",)  # decoded latent by latent: many times the others' decode time per image
+
+
+def sweep_lambdas(scale: Scale, n=None, arch=None) -> list:
     """``n`` λ (default :data:`SWEEP_POINTS`, 4 at smoke) log-spaced over the trained range, both
-    ends included."""
+    ends included. For an architecture in :data:`SERIAL_DECODE`, unless ``n`` is given: the zoo's
+    λ (measured for the chapter's table anyway) and the geometric mean of each neighbouring pair —
+    λ the sweep would not otherwise see, at a fraction of the decode time."""
+    if n is None and arch in SERIAL_DECODE:
+        lams = sorted(scale.lambdas)
+        return sorted(lams + [math.sqrt(a * b) for a, b in zip(lams, lams[1:])])
     n = n or (4 if scale.name == "smoke" else SWEEP_POINTS)
     lo, hi = (math.log(v) for v in lmbda_range(scale))
     return [math.exp(lo + (hi - lo) * i / (n - 1)) for i in range(n)]
+
+
+def sweep_text(sweeps: dict, scale: Scale) -> str:
+    """How the continuous-rate sweep of each architecture was chosen ({arch: [λ]}), in words."""
+    parts = []
+    for a, lams in sweeps.items():
+        if a in SERIAL_DECODE and lams == sweep_lambdas(scale, None, a):
+            parts.append(f"{a}: the zoo's {len(scale.lambdas)} λ and the geometric mean of each neighbouring pair "
+                         f"({len(lams)} λ; its decode runs latent by latent, see the timing below)")
+        else:
+            parts.append(f"{a}: {len(lams)} λ log-spaced over the trained range")
+    return "; ".join(parts)
+
+
+def latency(fixed: dict, models: dict, res, archs, variants, lambdas, images, repeats: int):
+    """Encode and decode time of the zoo model and of each variable-rate model at each λ of
+    ``lambdas``, one interleaved run per (architecture, λ) (:func:`lic.evaluate.interleaved_times`).
+    One row per (architecture, λ, variant): FLOP reduction (from ``res``), speed-ups against the zoo
+    model, g_s's own speed-up, the share of the decode the serial autoregressive loop takes (zoo
+    and variant; 0 without one), times and the run's largest spread."""
+    import pandas as pd
+
+    from .evaluate import interleaved_times
+
+    rows = []
+    for a in archs:
+        for lam in lambdas:
+            views = {"zoo": fixed[a, lam], **{v: models[a, v].at(lam) for v in variants}}
+            for v in views.values():
+                v.update(force=True)
+            t = interleaved_times(views, images, repeats=repeats, progress=False)
+            spread = max(t[k][f"{ph}_spread_pct"] for k in t for ph in ("encode", "decode"))
+            r = res[(res.arch == a) & (res["lambda"] == lam)].set_index("model")
+            z = t["zoo"]
+
+            def loop(x):
+                return 100 * x["decode_stages_ms"].get("autoregressive loop", 0.0) / x["decode_ms"]
+            for v in variants:
+                rows.append({"arch": a, "lambda": lam, "model": v, "FLOP reduction": r.loc[v, "flop_reduction"],
+                             "encode speed-up": z["encode_ms"] / t[v]["encode_ms"],
+                             "decode speed-up": z["decode_ms"] / t[v]["decode_ms"],
+                             "g_s speed-up": z["decode_stages_ms"]["g_s"] / t[v]["decode_stages_ms"]["g_s"],
+                             "zoo decode ms": z["decode_ms"], "decode ms": t[v]["decode_ms"],
+                             "loop share of zoo decode (%)": loop(z), "loop share of decode (%)": loop(t[v]),
+                             "spread % (max)": spread})
+    return pd.DataFrame(rows)
+
+
+def loop_text(lat, model="ecg+bm") -> str:
+    """What the serial autoregressive loop takes of the decode, for each architecture that has one."""
+    g = lat[(lat.model == model) & (lat["loop share of zoo decode (%)"] > 0)]
+    if g.empty:
+        return "no architecture of this run decodes serially (mbt2018 does; the `archs` parameter)."
+
+    def rng(c, x):
+        return f"{x[c].min():.0f}–{x[c].max():.0f} %"
+    return "; ".join(f"on {a}, the serial autoregressive loop (context model and coder, latent by latent) takes "
+                     f"{rng('loop share of zoo decode (%)', x)} of the zoo model's decode and "
+                     f"{rng('loop share of decode (%)', x)} of the gated one's, whose decode is "
+                     f"{x['decode speed-up'].min():.2f}–{x['decode speed-up'].max():.2f}× as fast"
+                     for a, x in g.groupby("arch")) + "."
 
 
 def measure(view, images, cache_dir, name) -> dict:
@@ -462,8 +596,36 @@ def budget_curve(arch: str, variant: str, scale: Scale, images, cache_dir, root=
         out.append({"model": name, "steps": steps, "train_seconds": e.get("train_seconds"),
                     "BD-rate vs zoo (%)": bd(zoo_curve, {k: [rows[lam][k] for lam in scale.lambdas]
                                                          for k in ("bpp", "psnr")})["bd_rate"],
-                    "FLOP reduction (×)": sum(reduction) / len(reduction)})
+                    "FLOP reduction (×)": sum(reduction) / len(reduction),
+                    "PSNR drop (%), max": max(100 * (ref[lam]["psnr"] - rows[lam]["psnr"]) / ref[lam]["psnr"]
+                                              for lam in scale.lambdas)})
     return out
+
+
+def budget_text(rows: list, bar: float) -> str:
+    """What more steps did to the continuous-rate claim's metric (rows of :func:`budget_curve`):
+    the BD-rate at each budget, against ``bar`` (CompressAI's own variable-rate model's), decided at
+    the largest budget, and how fast the gap closes per doubling of steps."""
+    if not rows:
+        return "no model of this architecture in the run"
+    at = "; ".join(f"{r['BD-rate vs zoo (%)']:+.1f} % at {r['steps']:,} steps" for r in rows)
+    last = rows[-1]
+    met = last["BD-rate vs zoo (%)"] <= bar
+    text = (f"BD-rate against the zoo {at}, against the bar of {bar:+.1f} % (CompressAI's own variable-rate model against "
+            f"its fixed ones); at the largest budget the bar is {'met' if met else 'not met'}, and the largest PSNR drop "
+            f"is {last['PSNR drop (%), max']:.2f} % (the paper's bar: below 1 %)")
+    if len(rows) < 2:
+        return text + "; one budget only (`python -m lic.yin train --steps S` continues the model)"
+    first = rows[0]
+    doublings = math.log2(last["steps"] / first["steps"])
+    per = (first["BD-rate vs zoo (%)"] - last["BD-rate vs zoo (%)"]) / doublings  # pp closed per doubling
+    gap = last["BD-rate vs zoo (%)"] - bar
+    if met:
+        return text + f"; the gap closed by {per:.1f} points per doubling of steps"
+    if per <= 0:
+        return text + f"; the gap did not close ({-per:+.1f} points per doubling of steps)"
+    return (text + f"; the gap closes by {per:.1f} points per doubling of steps: at that pace the bar, {gap:.1f} points "
+            f"away, is ≈ {gap / per:.1f} more doublings off (≈ {last['steps'] * 2 ** (gap / per):,.0f} steps in all)")
 
 
 def paper_quality(lmbda: float):

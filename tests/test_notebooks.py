@@ -191,6 +191,9 @@ def test_yin_results(executed):
     for r in res["storage"]:
         assert r["saving_pct"] == pytest.approx(100 * (1 - r["variable_bytes"] / r["fixed_bytes"]))
     assert {(r["arch"], r["model"]) for r in res["latency"]} == {(a, v) for a in res["archs"] for v in yin.VARIANTS}
+    for r in res["latency"]:  # stage by stage through the λ view: g_s is timed; no serial loop in these two
+        assert r["g_s speed-up"] > 0 and r["loop share of decode (%)"] == r["loop share of zoo decode (%)"] == 0
+    assert res["budget_curve"][0]["steps"] == res["steps"] and res["budget_curve"][0]["model"].endswith("s0.50")
     assert all(0 <= r["closed"] <= 1 for r in res["sparsity"])
     trade = res["tradeoff"]  # BM alone, then ECG + BM at each target sparsity, ascending
     assert [(r["model"], r["target sparsity"]) for r in trade] == [("bm", 0.0), ("ecg+bm", 0.25), ("ecg+bm", 0.5)]

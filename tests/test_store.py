@@ -54,3 +54,23 @@ def test_no_committed_file_exceeds_8_mib():
            if n and (PROJECT / n).is_file() and (PROJECT / n).stat().st_size > 8 * 2**20]
     assert not big, f"files over 8 MiB: {big}; store models with lic.store.save_model (it splits them)"
 
+
+
+def test_the_context_models_mask_is_not_stored_and_comes_back_with_the_module(tmp_path):
+    from lic import zoo
+
+    torch.manual_seed(0)
+    model = zoo.build("mbt2018", N=16, M=24).eval()
+    state = store.stored_state(model)
+    assert "context_prediction.mask" in model.state_dict() and not any(k.endswith(".mask") for k in state)
+    torch.manual_seed(1)
+    again = store.fill(zoo.build("mbt2018", N=16, M=24), state, tmp_path / "m.pt")
+    assert torch.equal(again.context_prediction.mask, model.context_prediction.mask)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        half = {k: v.half().float() if k in state and v.is_floating_point() and state[k].dtype == torch.float16 else v
+                for k, v in model.state_dict().items()}
+        model.load_state_dict(half)
+        assert torch.equal(model(x)["x_hat"], again(x)["x_hat"])
+    with pytest.raises(store.StoredModelError, match="missing"):  # a stored weight may still not be missing
+        store.fill(zoo.build("mbt2018", N=16, M=24), {k: v for k, v in state.items() if k != "g_s.0.weight"}, tmp_path / "m.pt")

@@ -145,6 +145,47 @@ def test_real_bitstreams_round_trip_between_the_training_lambdas(smoke, arch):
         assert r["bpp"] == pytest.approx(r["bpp_y"] + r["bpp_z"] + 32 / (192 * 192))
 
 
+def test_the_decode_of_a_model_at_one_lambda_is_timed_stage_by_stage_through_its_wrappers(smoke):
+    torch.manual_seed(0)
+    model = yin.build("mbt2018", smoke, "ecg+bm").eval()
+    model.update(force=True)
+    img = (torch.rand(64, 64, 3) * 255).to(torch.uint8).numpy()
+    t = evaluate.interleaved_times({"gated": model.at(0.01)}, [("x", img)], repeats=1, progress=False)["gated"]
+    stages = t["decode_stages_ms"]
+    # the stages of the mbt2018 inside the λ view and the BM/ECG wrapper, not one opaque "other"
+    assert {"g_s", "h_s", "autoregressive loop"} <= set(stages) and stages["autoregressive loop"] > 0
+    assert sum(stages.values()) == pytest.approx(t["decode_ms"], rel=0.05)
+
+
+def test_the_sweep_of_a_serial_decoder_is_the_zoo_lambdas_and_the_geometric_means_between_them():
+    from lic.scales import get_scale
+
+    S = get_scale("cpu")
+    lams = yin.sweep_lambdas(S, None, "mbt2018")
+    zoo_lams = sorted(S.lambdas)
+    assert len(lams) == 2 * len(zoo_lams) - 1 and lams[::2] == zoo_lams  # the zoo's, measured for the table anyway
+    assert all(a < b for a, b in zip(lams, lams[1:]))
+    assert lams[1] == pytest.approx((zoo_lams[0] * zoo_lams[1]) ** 0.5)
+    assert len(yin.sweep_lambdas(S, None, "bmshj2018-hyperprior")) == yin.SWEEP_POINTS
+    assert len(yin.sweep_lambdas(S, 5, "mbt2018")) == 5  # an explicit count applies to every architecture
+    text = yin.sweep_text({"bmshj2018-hyperprior": yin.sweep_lambdas(S), "mbt2018": lams}, S)
+    assert f"{yin.SWEEP_POINTS} λ log-spaced" in text and "geometric mean" in text and f"({len(lams)} λ" in text
+
+
+def test_the_loop_text_gives_the_serial_loops_share_for_the_architectures_that_have_one():
+    import pandas as pd
+
+    row = {"model": "ecg+bm", "decode speed-up": 1.1, "loop share of decode (%)": 0.0, "loop share of zoo decode (%)": 0.0}
+    lat = pd.DataFrame([{**row, "arch": "bmshj2018-hyperprior"},
+                        {**row, "arch": "mbt2018", "loop share of zoo decode (%)": 81.0, "loop share of decode (%)": 88.4},
+                        {**row, "arch": "mbt2018", "loop share of zoo decode (%)": 79.2, "loop share of decode (%)": 86.0,
+                         "decode speed-up": 1.02}])
+    text = yin.loop_text(lat)
+    assert text.startswith("on mbt2018,") and "bmshj2018" not in text
+    assert "79–81 % of the zoo model's decode" in text and "86–88 % of the gated one's" in text and "1.02–1.10×" in text
+    assert "no architecture" in yin.loop_text(lat[lat.arch != "mbt2018"])
+
+
 def test_views_at_different_lambdas_have_different_fingerprints(smoke):
     model = yin.build("bmshj2018-hyperprior", smoke, "bm")
     assert zoo.fingerprint(model.at(0.008)) != zoo.fingerprint(model.at(0.01))
@@ -192,10 +233,59 @@ def test_training_samples_lambda_and_saves_a_loadable_model(smoke, tmp_zoo):
 
     rows = yin.budget_curve("bmshj2018-hyperprior", "ecg+bm", smoke, data.test_images(smoke), tmp_zoo / "measured")
     assert [r["steps"] for r in rows] == [smoke.vr_steps, more] and all(r["FLOP reduction (×)"] > 0 for r in rows)
+    assert all(r["PSNR drop (%), max"] == r["PSNR drop (%), max"] for r in rows)  # measured, not NaN
     fig = budget.curve_figure(rows, "BD-rate vs zoo (%)", paper=5.0)
     assert [t.get_text() for t in fig.axes[0].texts][-1] == "paper"
     with pytest.raises(zoo.CheckpointError, match="python -m lic.yin train --scale smoke --arch mbt2018 --variant bm"):
         yin.get("mbt2018", smoke, "bm", train_missing=False)
+
+
+def test_the_budget_text_decides_at_the_largest_budget_and_says_how_fast_the_gap_closes():
+    row = lambda steps, bd: {"steps": steps, "BD-rate vs zoo (%)": bd, "PSNR drop (%), max": 2.5}
+    closing = yin.budget_text([row(20000, 18.0), row(40000, 14.0), row(80000, 10.0)], 2.0)
+    assert "+18.0 % at 20,000 steps; +14.0 % at 40,000 steps; +10.0 % at 80,000 steps" in closing
+    assert "the bar is not met" in closing and "closes by 4.0 points per doubling" in closing
+    assert "8.0 points away, is ≈ 2.0 more doublings off (≈ 320,000 steps in all)" in closing
+    assert "did not close" in yin.budget_text([row(20000, 18.0), row(40000, 18.5)], 2.0)
+    assert "the bar is met" in yin.budget_text([row(20000, 3.0), row(40000, 1.0)], 2.0)
+    assert "one budget only" in yin.budget_text([row(20000, 18.0)], 2.0)
+
+
+def test_the_chapters_figures_have_a_panel_per_architecture_and_say_what_they_show():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    archs = ["bmshj2018-hyperprior", "mbt2018"]
+    sp = pd.DataFrame([{"arch": a, "λ": lam, "layer": f"g_s.{i}", "closed": 0.4} for a in archs
+                       for lam in (0.0035, 0.025) for i in range(3)])
+    fig = yin.sparsity_figure(sp, archs)
+    assert [ax.get_title() for ax in fig.axes] == archs
+    plt.close(fig)
+    pts = lambda model, lams: [{"arch": a, "model": model, "lambda": lam, "bpp": 20 * lam + 0.1, "psnr": 30 + 100 * lam}
+                               for a in archs for lam in lams]
+    sweep = pd.DataFrame(pts("ecg+bm", (0.0035, 0.007, 0.013, 0.025)))
+    res = pd.DataFrame(pts("zoo (one per λ)", (0.0035, 0.025)))
+    fig = yin.rd_figure(sweep, res, archs, ["ecg+bm"], kodak=False)
+    assert [ax.get_title() for ax in fig.axes] == archs
+    assert "ecg+bm (ours, 4 λ)" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    plt.close(fig)
+    lat = pd.DataFrame([{"model": "ecg+bm", "FLOP reduction": 2.0, "encode speed-up": 1.2, "decode speed-up": 1.1}])
+    fig = yin.speed_figure(lat)
+    assert fig.axes[0].get_xlabel().startswith("FLOP reduction")
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("arch", ["bmshj2018-hyperprior", "mbt2018"])
+def test_the_fp16_check_uses_real_bitstreams_and_fewer_images_for_a_serial_decoder(smoke, tmp_path, arch):
+    torch.manual_seed(0)
+    model = yin.build(arch, smoke, "bm").eval()
+    model.update(force=True)
+    images = [(f"x{i}", (torch.rand(192, 192, 3) * 255).to(torch.uint8).numpy()) for i in range(6)]
+    meta = {"variant": "bm", "arch": arch, "widths": smoke.widths(arch)}
+    yin.save_checked(model, tmp_path / "m.pt", meta, images, lambdas=(0.01,))
+    check = meta["fp16_check"]
+    assert check["images"] == (yin.FP16_CHECK_SERIAL if arch == "mbt2018" else 6)
+    assert set(check["per_lambda"]) == {"0.01"} and check["max_abs_delta_psnr_db"] >= 0
 
 
 def test_variable_rate_training_draws_one_lambda_per_image(smoke):
