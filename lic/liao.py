@@ -185,15 +185,21 @@ def keep_counts(model, ratio: float) -> list:
     return best[1]
 
 
-def channel_scores(model, criterion, x0=None) -> dict:
-    """{conv name: score per output channel} of every hidden layer of ``model``'s g_s.
+def channel_scores(model, criterion, x0=None, progress=False) -> dict:
+    """{conv name: score per output channel} of every hidden layer of ``model``'s g_s (``progress``:
+    a bar over the layers; the activation range takes minutes per layer at N=128).
 
     Algorithm 1 scores layers last to first, pruning as it goes. A layer's activations depend
     only on the layers *before* it, and pruning a layer removes only *its* outputs and the next
     layer's inputs, so scores computed once on the unpruned decoder are exactly those the
     algorithm sees (``tests/test_liao.py`` checks this); one estimate then serves every ratio.
     """
-    return {conv: criterion(model, i, x0) for i, (conv, _, _) in enumerate(hidden_layers(model))}
+    layers = hidden_layers(model)
+    name = getattr(criterion, "__name__", "criterion").replace("_", " ")
+    out = {}
+    for i, (conv, _, _) in enumerate(tqdm(layers, desc=f"{name} of each hidden layer", disable=not progress)):
+        out[conv] = criterion(model, i, x0)
+    return out
 
 
 def prune_decoder(model, ratio: float, scores: dict) -> dict:

@@ -59,7 +59,9 @@ def test_the_three_questions_are_decided_at_liaos_own_budget():
     import pandas as pd
 
     bars = pd.DataFrame([{"chapter": controls.CHAPTER, "claim": "Δrate at equal PSNR lower than the control's by more than",
-                          "value": 0.5}])
+                          "value": 0.5},
+                         {"chapter": controls.CHAPTER, "claim": "PSNR on the same bitstream higher than the control's by more than",
+                          "value": 0.02}])
     row = lambda method, rate, budget=None: {"method": method, "lambda": 0.013, "ratio": 0.55,
                                              "rate_vs_zoo_pct": rate, "budget": budget}
     rows = [row(controls.LIAO, 5.0), row("scratch", 7.0), row("distilled", 4.0, 1), row("distilled", 1.0, 10),
@@ -71,6 +73,32 @@ def test_the_three_questions_are_decided_at_liaos_own_budget():
     assert "1 of 1" in got["controls-mask-decay"]["ours"]
     none = {c["id"]: c for c in controls.claims_for([row(controls.LIAO, 5.0)], bars)}
     assert "no mask decay decoder measured" in none["controls-mask-decay"]["ours"]
+
+
+def test_decoders_on_the_same_bitstream_without_a_delta_rate_are_compared_by_psnr():
+    import pandas as pd
+
+    nan = float("nan")
+    row = lambda method, lam, rate, bpp, psnr: {"method": method, "lambda": lam, "ratio": 0.55, "budget": 1,
+                                                "rate_vs_zoo_pct": rate, "bpp": bpp, "psnr": psnr}
+    rows = [row(controls.LIAO, 0.013, 16.0, 0.52, 31.0), row("distilled", 0.013, nan, 0.52, 28.0),   # off the zoo's range
+            row(controls.LIAO, 0.0035, 10.0, 0.25, 28.0), row("distilled", 0.0035, nan, 0.25, 27.99),  # a tie: 0.01 dB
+            row(controls.LIAO, 0.0067, 8.0, 0.40, 30.0), row("distilled", 0.0067, nan, 0.41, 25.0)]   # a bitstream of its own
+    got = controls.beats(rows, controls.LIAO, "distilled", margin_db=0.02)
+    assert [(g["lambda"], g["by"], g["met"]) for g in got] == [(0.0035, "PSNR", False), (0.013, "PSNR", True)]
+    assert got[1]["gap"] == pytest.approx(3.0)
+    bars = pd.read_csv(controls_claims_csv())
+    c = {c["id"]: c for c in controls.claims_for(rows, bars)}["controls-distilled"]
+    assert c["verdict"] == "partly reproduced" and "1 of 2" in c["ours"]
+    assert "PSNR on the same bitstream (2), Liao (decoder pruning) minus distilled: +0.01 to +3.00 dB" in c["ours"]
+    rows[1]["rate_vs_zoo_pct"] = None  # a results file's row: NaN stored as null
+    assert len(controls.beats(rows, controls.LIAO, "distilled")) == 2
+
+
+def controls_claims_csv():
+    from lic import report
+
+    return report.PROJECT / "data" / "papers" / "claims.csv"
 
 
 def _measured(method, lam, ratio, rate, steps, budget=None, seconds=None, speedup=1.3):
@@ -97,6 +125,11 @@ def test_the_table_lists_each_decoder_once_in_the_chapters_order_and_the_figure_
     assert controls.speed_text(t) == "decode speed-ups against the zoo model of 1.30–1.30× at r = 0.55 (eager; timing spread up to 4 %)"
     fig = controls.figure(t)
     assert len(fig.axes) == 2 and fig.axes[0].get_title().startswith("λ = 0.013, r = 0.55")
+    plt.close(fig)
+    far = {**_measured("distilled", 0.013, 0.55, 167.0, 1000, 1, 60), "extrapolated": True}  # far off the zoo's curve
+    fig = controls.figure(controls.table(rows + [far]))
+    assert 9.0 < fig.axes[0].get_xlim()[1] < 100  # the axis fits the others; the far one is clipped, its value printed
+    assert any(a.get_text() == "+167.0 % (extrap.) ▸" for a in fig.axes[0].texts)
     plt.close(fig)
 
 
