@@ -605,18 +605,27 @@ def budget_curve(arch: str, variant: str, scale: Scale, images, cache_dir, root=
 def budget_text(rows: list, bar: float) -> str:
     """What more steps did to the continuous-rate claim's metric (rows of :func:`budget_curve`):
     the BD-rate at each budget, against ``bar`` (CompressAI's own variable-rate model's), decided at
-    the largest budget, and how fast the gap closes per doubling of steps."""
+    the largest budget, and how fast the gap closes per doubling of steps (from the first budget
+    with a BD-rate; none where the curves overlap too little)."""
     if not rows:
         return "no model of this architecture in the run"
-    at = "; ".join(f"{r['BD-rate vs zoo (%)']:+.1f} % at {r['steps']:,} steps" for r in rows)
+
+    def bd(r):
+        v = r["BD-rate vs zoo (%)"]
+        return f"{v:+.1f} %" if math.isfinite(v) else "n/a (the curves overlap too little)"
+    at = "; ".join(f"{bd(r)} at {r['steps']:,} steps" for r in rows)
     last = rows[-1]
-    met = last["BD-rate vs zoo (%)"] <= bar
+    told = math.isfinite(last["BD-rate vs zoo (%)"])
+    met = told and last["BD-rate vs zoo (%)"] <= bar
     text = (f"BD-rate against the zoo {at}, against the bar of {bar:+.1f} % (CompressAI's own variable-rate model against "
-            f"its fixed ones); at the largest budget the bar is {'met' if met else 'not met'}, and the largest PSNR drop "
-            f"is {last['PSNR drop (%), max']:.2f} % (the paper's bar: below 1 %)")
+            f"its fixed ones); at the largest budget the bar is {('met' if met else 'not met') if told else 'not told'}, "
+            f"and the largest PSNR drop is {last['PSNR drop (%), max']:.2f} % (the paper's bar: below 1 %)")
+    ok = [r for r in rows if math.isfinite(r["BD-rate vs zoo (%)"])]
     if len(rows) < 2:
-        return text + "; one budget only (`python -m lic.yin train --steps S` continues the model)"
-    first = rows[0]
+        return text + "; one budget only so far (the stored model continues to more steps in lic.yin)"
+    if not told or len(ok) < 2:
+        return text + "; too few budgets with a BD-rate to tell a trend"
+    first = ok[0]
     doublings = math.log2(last["steps"] / first["steps"])
     per = (first["BD-rate vs zoo (%)"] - last["BD-rate vs zoo (%)"]) / doublings  # pp closed per doubling
     gap = last["BD-rate vs zoo (%)"] - bar

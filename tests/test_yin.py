@@ -249,6 +249,10 @@ def test_the_budget_text_decides_at_the_largest_budget_and_says_how_fast_the_gap
     assert "did not close" in yin.budget_text([row(20000, 18.0), row(40000, 18.5)], 2.0)
     assert "the bar is met" in yin.budget_text([row(20000, 3.0), row(40000, 1.0)], 2.0)
     assert "one budget only" in yin.budget_text([row(20000, 18.0)], 2.0)
+    nan = float("nan")
+    off = yin.budget_text([row(40, nan)], 2.0)  # smoke: curves that overlap too little
+    assert "nan" not in off and "n/a (the curves overlap too little) at 40 steps" in off and "the bar is not told" in off
+    assert "too few budgets" in yin.budget_text([row(40, nan), row(80, 3.0)], 2.0)
 
 
 def test_the_chapters_figures_have_a_panel_per_architecture_and_say_what_they_show():
