@@ -421,6 +421,8 @@ def across_widths(fams: list) -> list:
 
 def across_widths_text(rows: list) -> str:
     """One clause per method family at two widths: its Δrate and decode speed-up at each."""
+    from . import report
+
     if not rows:
         return ("no method was run on a wider family here (`python -m lic.book run 01_liao-N128 --scale cpu`, "
                 "`02_luo-N128`)")
@@ -428,7 +430,8 @@ def across_widths_text(rows: list) -> str:
     for r in rows:
         groups.setdefault((r["method"], r["variant"], r["arch"]), []).append(r)
     for (method, variant, arch), g in groups.items():
-        each = ", ".join(f"{r['Δrate at equal PSNR (%)']:+.1f} % rate for {r['decode speed-up (x)']:.2f}× "
+        each = ", ".join(f"{report.pct(r['Δrate at equal PSNR (%)'], missing='n/a (PSNR off the zoo curve)')} rate for "
+                         f"{r['decode speed-up (x)']:.2f}× "
                          f"(spread {r['decode spread (%)']:.0f} %) at {r['width']}" for r in g)
         parts.append(f"{method} {variant} on {arch}: {each}")
     return "; ".join(parts)

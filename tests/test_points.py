@@ -433,3 +433,5 @@ def test_across_widths_pairs_each_family_with_its_twin_at_the_other_width():
     text = synthesis.across_widths_text(rows)
     assert "liao r=0.55 on b: +14.0 % rate for 1.50× (spread 10 %) at N64, +9.0 % rate for 1.80×" in text
     assert "no method was run on a wider family" in synthesis.across_widths_text([])
+    rows[0]["Δrate at equal PSNR (%)"] = float("nan")  # PSNR off the zoo curve: said so, never "nan"
+    assert "n/a (PSNR off the zoo curve) rate for 1.50×" in synthesis.across_widths_text(rows)
