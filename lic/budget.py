@@ -7,6 +7,7 @@ The claims ledger prints both under each paper's table, so a verdict is read wit
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -234,6 +235,26 @@ def convergence_line(chapter: str, scale) -> str:
         parts.append(f"not told for {len(unknown)} of {len(rows)} models: {'; '.join(reasons)}")
     return ("**Convergence** (validation R + λD over the last fifth of each run, never the test images): "
             + "; ".join(parts) + ".")
+
+
+def pace_text(rows: list, metric: str, bar: float) -> str:
+    """Whether ``metric`` (lower is better) of budget-curve ``rows`` (by steps) is closing on ``bar``,
+    and how fast: points per doubling of steps from the first budget with a value to the last, and at
+    that pace how many more doublings (and steps) the bar is off."""
+    ok = [r for r in rows if math.isfinite(r[metric])]
+    if len(rows) < 2:
+        return "one budget only so far (the stored model continues to more steps)"
+    if len(ok) < 2 or ok[-1] is not rows[-1]:
+        return "too few budgets with a value to tell a trend"
+    first, last = ok[0], ok[-1]
+    per = (first[metric] - last[metric]) / math.log2(last["steps"] / first["steps"])  # points per doubling
+    gap = last[metric] - bar
+    if gap <= 0:
+        return f"the gap closed by {per:.1f} points per doubling of steps"
+    if per <= 0:
+        return f"the gap did not close ({-per:+.1f} points per doubling of steps)"
+    return (f"the gap closes by {per:.1f} points per doubling of steps: at that pace the bar, {gap:.1f} points "
+            f"away, is ≈ {gap / per:.1f} more doublings off (≈ {last['steps'] * 2 ** (gap / per):,.0f} steps in all)")
 
 
 def curve_figure(rows: list, metric: str, paper=None, label="ours", paper_label="paper"):

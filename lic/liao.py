@@ -195,7 +195,8 @@ def channel_scores(model, criterion, x0=None, progress=False) -> dict:
     algorithm sees (``tests/test_liao.py`` checks this); one estimate then serves every ratio.
     """
     layers = hidden_layers(model)
-    name = getattr(criterion, "__name__", "criterion").replace("_", " ")
+    name = getattr(criterion, "__name__", "<>").replace("_", " ")
+    name = "channel scores" if name.startswith("<") else name  # a lambda (the notebooks' partials)
     out = {}
     for i, (conv, _, _) in enumerate(tqdm(layers, desc=f"{name} of each hidden layer", disable=not progress)):
         out[conv] = criterion(model, i, x0)

@@ -66,6 +66,26 @@ class StoredModelError(RuntimeError):
     how to get it back."""
 
 
+def committed(path) -> dict | None:
+    """Where git keeps ``path`` as it is now: {"commit", "path"} (the last commit touching it, whose
+    blob equals the file; ``git show <commit>:<path>`` gives it back), None for a file outside the
+    project's repository (a test's folder). Refuses a file of the repository not committed as it is."""
+    import subprocess
+
+    path = Path(path).resolve()
+    try:
+        rel = path.relative_to(PROJECT).as_posix()
+    except ValueError:
+        return None
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(PROJECT), *args], capture_output=True, text=True).stdout.strip()
+    commit = git("log", "-1", "--format=%H", "--", rel)
+    if not commit or git("rev-parse", f"{commit}:{rel}") != git("hash-object", rel):
+        raise StoredModelError(f"{rel} is not committed as it is; commit it first (`git add {rel}`), so that git keeps it")
+    return {"commit": commit, "path": rel}
+
+
 def stored_state(model, half=True, keep_fp32=None) -> dict:
     """``model``'s weights as every chapter stores them: coder tables dropped (``update()`` rebuilds
     them), and the buffers construction rebuilds (:func:`lic.weights.is_rebuilt`); with ``half``, floating tensors in fp16 but the entropy models' and those of the keys

@@ -799,6 +799,188 @@ def claims_for(t3, t5, t6, exact_diff: float, paper3, paper4, paper5, paper6, pa
     return out
 
 
+def budgets(scale: Scale, lmbda: float) -> list:
+    """[(steps, manifest name)] of the supernet at ``lmbda`` and its continuations, by steps."""
+    name = model_name(lmbda)
+    m = store.read_manifest(CHAPTER, scale)
+    return sorted((e["steps"], k) for k, e in m.items() if k == name or k.startswith(name + "@"))
+
+
+BUDGET_ROWS = ("C1", "C3", "JUMC true")  # read against C5 at every budget
+
+
+def budget_curve(scale: Scale, lmbda: float, images, cache_dir, eps: float = EPSILON, root=None) -> list:
+    """Table 3's quality side at every budget the supernet at ``lmbda`` was trained to (issue 39).
+    A budget curve continues one quality level, where a BD-rate cannot be had; its one-point reading
+    uses the zoo's curve (its four λ) as the ruler: each row's rate over the zoo's at equal PSNR
+    (real bitstreams on ``images``, cached per weights and view), and C1's, C3's and the JUMC
+    labels' rate over C5's as the ratio of the two (≈ a BD-rate where the curves run parallel).
+    Per budget: steps, training time, "C5 vs zoo (%)" (the price of slimmability) and "<row> vs C5 (%)"."""
+    from .evaluate import quality_cached, rate_at
+
+    zoo_rows = [quality_cached(zoo.get(ARCH, lam, scale, root=root, progress=False), images, cache_dir)
+                for lam in scale.lambdas]
+    ruler = {"bpp": [r["bpp"] for r in zoo_rows], "psnr": [r["psnr"] for r in zoo_rows]}
+    out = []
+    for steps, name in budgets(scale, lmbda):
+        e = store.read_manifest(CHAPTER, scale)[name]
+        net = load(models_dir(scale) / e["file"], e["sha256"])
+        net.update(force=True)
+        vs = views(net, lmbda, None, eps)
+        over = {}
+        for row in ("C5", *BUDGET_ROWS):
+            q = quality_cached(vs[row], images, cache_dir, identity=f"{name} {row} ε={eps}")
+            over[row] = q["bpp"] / rate_at(ruler, q["psnr"])
+        out.append({"model": name, "steps": steps, "train_seconds": e.get("train_seconds"),
+                    "C5 vs zoo (%)": 100 * (over["C5"] - 1),
+                    **{f"{r} vs C5 (%)": 100 * (over[r] / over["C5"] - 1) for r in BUDGET_ROWS}})
+    return out
+
+
+def budget_text(rows: list, paper3) -> str:
+    """What more steps did to Table 3's quality side (rows of :func:`budget_curve`), against the paper's
+    BD-rates (``paper3``): C1's and the JUMC labels' rate over C5 at each budget, the JUMC bar (within
+    1 % of C5) decided at the largest budget, C5's price against the zoo, and the pace per doubling."""
+    from .budget import pace_text
+    from .report import pct
+
+    if not rows:
+        return "No supernet at this quality level"
+    p3 = paper3.set_index("method")["bd_rate_kodak_pct"]
+    at = "; ".join(f"{r['steps']:,} steps: C1 {pct(r['C1 vs C5 (%)'], 1, 'n/a')}, JUMC labels "
+                   f"{pct(r['JUMC true vs C5 (%)'], 1, 'n/a')}, C5 vs the zoo {pct(r['C5 vs zoo (%)'], 1, 'n/a')}"
+                   for r in rows)
+    last = rows[-1]["JUMC true vs C5 (%)"]
+    met = "met" if last <= 1.0 else "not met" if last == last else "not told"
+    return (f"Rate over C5 at equal PSNR — {at} (the paper's BD-rates: C1 +{p3['C1']} %, JUMC labels "
+            f"+{p3['JUMC true']} %); at the largest budget the JUMC labels' bar (within 1 % of C5) is {met}; "
+            f"for C1 against the paper's +{p3['C1']} %, " + pace_text(rows, "C1 vs C5 (%)", float(p3["C1"])))
+
+
+def eps_sweep(costs, mac: list, eps_list) -> "pd.DataFrame":
+    """The JUMC tolerance ε against what it buys, on held-out block costs ``costs`` (capacities ×
+    blocks): per ε, the share of blocks labelled with each capacity, the MACs of the labelled map
+    against C5's and the coding cost paid over C5's."""
+    import pandas as pd
+
+    rows = []
+    for e in sorted(set(eps_list)):
+        lab = jumc(costs, e)
+        share = torch.bincount(lab.flatten(), minlength=len(mac)).float() / lab.numel()
+        paid = torch.gather(costs, 0, lab[None]).squeeze(0) - costs[-1]
+        rows.append({"ε": e, **{f"C{i + 1} (%)": 100 * float(s) for i, s in enumerate(share)},
+                     "MACs vs C5 (%)": 100 * sum(float(s) * m["macs"] for s, m in zip(share, mac)) / mac[-1]["macs"],
+                     "cost paid (% of C5's)": 100 * float(paid.mean() / costs[-1].mean())})
+    return pd.DataFrame(rows)
+
+
+def eps_figure(table):
+    """Cost paid against MACs kept, one labelled point per ε (:func:`eps_sweep`)."""
+    from . import report
+
+    fig, axs = report.figure(1, 1, height=3.2)
+    ax = axs[0, 0]
+    ax.plot(table["MACs vs C5 (%)"], table["cost paid (% of C5's)"], marker="o")
+    for _, r in table.iterrows():
+        ax.annotate(f"ε={r['ε']:g}", (r["MACs vs C5 (%)"], r["cost paid (% of C5's)"]), fontsize=8)
+    ax.set(xlabel="MACs of the labelled map vs C5 (%)", ylabel="coding cost paid (% of C5's)")
+    fig.tight_layout()
+    return fig
+
+
+def tradeoff_figure(table3, paper3):
+    """Left: BD-rate against codec speed-up, ours (one labelled point per row) beside the paper's
+    (Kodak, CPU); right: measured speed-up against MACs saved, with the line where time follows MACs."""
+    import numpy as np
+
+    from . import report
+
+    fig, axes = report.figure(2, 1, height=3.6)
+    ax = axes[0, 0]
+    for _, r in table3.iterrows():
+        ax.scatter(r["codec speed-up (%)"], r["BD-rate (%)"], marker="o")
+        ax.annotate(r.method, (r["codec speed-up (%)"], r["BD-rate (%)"]), fontsize=7)
+    ax.scatter(paper3.cpu_speedup_kodak_pct, paper3.bd_rate_kodak_pct, marker="s", color="k", label="paper (Kodak, CPU)")
+    ax.axhline(1.0, ls=":", color="grey")
+    ax.set(xlabel="codec speed-up vs C5 (%)", ylabel="BD-rate vs C5 (%)")
+    ax.legend(fontsize=7)
+    ax = axes[0, 1]
+    ax.scatter(table3["MAC reduction (%)"], table3["decode speed-up (%)"], label="decode")
+    ax.scatter(table3["MAC reduction (%)"], table3["encode speed-up (%)"], marker="x", label="encode")
+    for _, r in table3.iterrows():
+        ax.annotate(r.method, (r["MAC reduction (%)"], r["decode speed-up (%)"]), fontsize=7)
+    m = np.linspace(0, max(1, table3["MAC reduction (%)"].max()), 20)
+    ax.plot(m, 100 * (1 / (1 - m / 100) - 1), "k:", label="speed-up = MACs saved")
+    ax.set(xlabel="MACs saved vs C5 (%)", ylabel="measured speed-up vs C5 (%)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def map_figure(net: SlimMeanScale, agent, name: str, img, lmbda: float, eps: float = EPSILON):
+    """The capacity map of one picture: JUMC's labels beside the student agent's, each block
+    labelled with its capacity over the picture."""
+    import numpy as np
+
+    from . import report
+
+    x = lic_data.pad_to(lic_data.to_tensor(img), 64)[0]
+    maps = ((jumc(block_costs(net, x, lmbda), eps)[0], "JUMC label"), (predict(agent, x, eps)[0], "student agent"))
+    fig, axes = report.figure(2, 1, height=3.0)
+    b = net.block
+    for ax, (m, title) in zip(axes[0], maps):
+        ax.imshow(img)
+        over = m.repeat_interleave(b, 0).repeat_interleave(b, 1)[: img.shape[0], : img.shape[1]].numpy()
+        im = ax.imshow(over, cmap="viridis", alpha=0.45, vmin=0, vmax=net.n_capacities - 1)
+        for (r, c), v in np.ndenumerate(m.numpy()):
+            if (r + 1) * b <= img.shape[0] + b // 2 and (c + 1) * b <= img.shape[1] + b // 2:
+                ax.text(c * b + b / 2, r * b + b / 2, f"C{v + 1}", ha="center", va="center", fontsize=7, color="w")
+        ax.set_title(f"{name}, λ={lmbda}: {title}", fontsize=9)
+        ax.axis("off")
+    fig.colorbar(im, ax=axes[0].tolist(), fraction=0.02, label="capacity index (0 = C1)")
+    return fig
+
+
+def block_sweep(net: SlimMeanScale, images, blocks, lmbda: float, eps: float, repeats: int) -> "pd.DataFrame":
+    """When does tiling pay? C5 dense against C5 run through tiles of each size in ``blocks`` and
+    the JUMC labels at that size, timed in one interleaved run on ``images`` (edge-padded to a
+    multiple of the largest block): MACs saved, encode and decode times, decode speed-up and spread."""
+    import numpy as np
+    import pandas as pd
+
+    from .evaluate import interleaved_times
+    from .models.slimmable import AtCapacity, Routed
+
+    keep, big = net.block, max(blocks)
+    padded = [(n, np.pad(im, ((0, -im.shape[0] % big), (0, -im.shape[1] % big), (0, 0)), mode="edge")) for n, im in images]
+    sweep, shares = {"C5 dense": AtCapacity(net, -1)}, {}
+    top = net.n_capacities - 1
+    try:
+        for b in blocks:
+            net.block = b
+            sweep[f"C5 tiled, block {b}"] = Routed(net, lambda x, b=b: torch.full((1, x.shape[-2] // b, x.shape[-1] // b), top),
+                                                   block=b)
+            shares[b] = torch.cat([jumc(block_costs(net, lic_data.to_tensor(im), lmbda), eps).flatten() for _, im in padded])
+            sweep[f"JUMC true, block {b}"] = Routed(net, cached(lambda x: jumc(block_costs(net, x, lmbda), eps)), block=b)
+    finally:
+        net.block = keep
+    times = interleaved_times(sweep, padded, repeats=repeats, progress=False)
+    mac = capacity_macs(net)
+    rows = []
+    for k, t in times.items():
+        b = int(k.split()[-1]) if "block" in k else None
+        if k.startswith("JUMC"):
+            share = torch.bincount(shares[b], minlength=len(mac)).float() / shares[b].numel()
+            macs = sum(float(s) * m["macs"] for s, m in zip(share, mac))
+        else:
+            macs = mac[-1]["macs"]
+        rows.append({"variant": k, "MACs saved (%)": 100 * (1 - macs / mac[-1]["macs"]),
+                     "encode ms": t["encode_ms"], "decode ms": t["decode_ms"],
+                     "decode speed-up vs dense (%)": 100 * (times["C5 dense"]["decode_ms"] / t["decode_ms"] - 1),
+                     "decode spread (%)": t["decode_spread_pct"]})
+    return pd.DataFrame(rows)
+
+
 # ---------------------------------------------------------------------------------------------
 
 

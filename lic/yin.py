@@ -36,6 +36,7 @@ import torch
 
 from . import data as lic_data
 from . import store, zoo
+from .budget import pace_text
 from .distributed import is_main
 from .evaluate import evaluate, macs
 from .models.gated import AtLambda, GatedConv, VariableRate
@@ -590,8 +591,11 @@ def budget_curve(arch: str, variant: str, scale: Scale, images, cache_dir, root=
     out = []
     for steps, name in budgets(arch, variant, scale, target):
         e = read_manifest(scale)[name]
-        model = load(models_dir(scale) / e["file"], e["sha256"])
-        rows = {lam: measure(model.at(lam), images, cache_dir, f"{name} λ={lam}") for lam in scale.lambdas}
+        if e.get("retired") and not (models_dir(scale) / e["file"]).exists():
+            rows = retired_rows(e, images, scale)
+        else:
+            model = load(models_dir(scale) / e["file"], e["sha256"])
+            rows = {lam: measure(model.at(lam), images, cache_dir, f"{name} λ={lam}") for lam in scale.lambdas}
         reduction = [ref[lam]["macs"] / rows[lam]["macs"] for lam in scale.lambdas]
         out.append({"model": name, "steps": steps, "train_seconds": e.get("train_seconds"),
                     "BD-rate vs zoo (%)": bd(zoo_curve, {k: [rows[lam][k] for lam in scale.lambdas]
@@ -600,6 +604,50 @@ def budget_curve(arch: str, variant: str, scale: Scale, images, cache_dir, root=
                     "PSNR drop (%), max": max(100 * (ref[lam]["psnr"] - rows[lam]["psnr"]) / ref[lam]["psnr"]
                                               for lam in scale.lambdas)})
     return out
+
+
+def retire(name: str, scale: Scale, images, cache_dir) -> dict:
+    """Take budget-curve model ``name`` (``<model>@<steps>``) out of the chapter's folder once it was
+    continued to a larger budget, so that the folder keeps within its 40 MB as budgets grow (the
+    largest budget's weights stay). Its manifest entry keeps what :func:`budget_curve` reads — its
+    rows at the zoo's λ, measured now (:func:`measure`: real bitstreams on ``images``) — and where git
+    keeps the weights (:func:`lic.store.committed`). Returns the entry."""
+    from .evaluate import MEASUREMENT_VERSION
+
+    m = read_manifest(scale)
+    e = m.get(name)
+    if e is None or not e.get("continued_from"):
+        raise ValueError(f"{name} is not a budget curve's continued model (<model>@<steps>); only those are retired")
+    if e.get("retired"):
+        return e
+    if not any(x.get("continued_from") == name for x in m.values()):
+        raise ValueError(f"{name} is the largest budget of its model: continue it first "
+                         f"(`python -m lic.yin train --steps S --from-steps {e['steps']}`), then retire it")
+    path = models_dir(scale) / e["file"]
+    where = store.committed(path)
+    model = load(path, e["sha256"])
+    rows = {str(lam): measure(model.at(lam), images, cache_dir, f"{name} λ={lam}") for lam in scale.lambdas}
+    e = {**e, "retired": {"rows": rows, "images": [n for n, _ in images], "measurement_version": MEASUREMENT_VERSION,
+                          **({"git": where} if where else {})}}
+    m[name] = e
+    _write_manifest(scale, m)
+    path.unlink()
+    return e
+
+
+def retired_rows(entry: dict, images, scale: Scale) -> dict:
+    """{λ: row} a retired model's entry keeps (:func:`retire`), for ``images`` at the zoo's λ; an
+    error naming how to restore its weights when they were measured on other images or by other code."""
+    from .evaluate import MEASUREMENT_VERSION
+
+    r = entry["retired"]
+    if r["images"] != [n for n, _ in images] or r["measurement_version"] != MEASUREMENT_VERSION \
+            or set(r["rows"]) != {str(lam) for lam in scale.lambdas}:
+        git = r.get("git")
+        how = f"`git show {git['commit']}:{git['path']} > {git['path']}`" if git else "retraining it"
+        raise zoo.CheckpointError(f"{entry['file']} was retired with rows for other images, λ or measurement code; "
+                                  f"restore its weights with {how} to measure it again")
+    return {lam: r["rows"][str(lam)] for lam in scale.lambdas}
 
 
 def budget_text(rows: list, bar: float) -> str:
@@ -620,21 +668,11 @@ def budget_text(rows: list, bar: float) -> str:
     text = (f"BD-rate against the zoo {at}, against the bar of {bar:+.1f} % (CompressAI's own variable-rate model against "
             f"its fixed ones); at the largest budget the bar is {('met' if met else 'not met') if told else 'not told'}, "
             f"and the largest PSNR drop is {last['PSNR drop (%), max']:.2f} % (the paper's bar: below 1 %)")
-    ok = [r for r in rows if math.isfinite(r["BD-rate vs zoo (%)"])]
     if len(rows) < 2:
         return text + "; one budget only so far (the stored model continues to more steps in lic.yin)"
-    if not told or len(ok) < 2:
+    if not told:
         return text + "; too few budgets with a BD-rate to tell a trend"
-    first = ok[0]
-    doublings = math.log2(last["steps"] / first["steps"])
-    per = (first["BD-rate vs zoo (%)"] - last["BD-rate vs zoo (%)"]) / doublings  # pp closed per doubling
-    gap = last["BD-rate vs zoo (%)"] - bar
-    if met:
-        return text + f"; the gap closed by {per:.1f} points per doubling of steps"
-    if per <= 0:
-        return text + f"; the gap did not close ({-per:+.1f} points per doubling of steps)"
-    return (text + f"; the gap closes by {per:.1f} points per doubling of steps: at that pace the bar, {gap:.1f} points "
-            f"away, is ≈ {gap / per:.1f} more doublings off (≈ {last['steps'] * 2 ** (gap / per):,.0f} steps in all)")
+    return text + "; " + pace_text(rows, "BD-rate vs zoo (%)", bar)
 
 
 def paper_quality(lmbda: float):
@@ -725,8 +763,8 @@ def main(argv=None) -> int:
     from .cli import train_parser
     from .scales import get_scale
 
-    ap, _, t = train_parser("python -m lic.yin", "train the chapter's variable-rate models",
-                             "train (or resume) missing models")
+    ap, sub, t = train_parser("python -m lic.yin", "train the chapter's variable-rate models",
+                              "train (or resume) missing models")
     t.add_argument("--arch", action="append", choices=ARCHS, help="repeatable; default: all three")
     t.add_argument("--variant", action="append", choices=VARIANTS, help="repeatable; default: both")
     t.add_argument("--target", type=float, default=TARGET_SPARSITY, help="target sparsity α_t of ecg+bm")
@@ -734,8 +772,17 @@ def main(argv=None) -> int:
                    help="a budget curve: continue the stored model to S steps in all, kept as <name>@S")
     t.add_argument("--from-steps", type=int, default=None, metavar="S0",
                    help="with --steps: continue the model already continued to S0 (default: the chapter's own)")
+    r = sub.add_parser("retire", help="take a budget curve's intermediate weights out of the chapter's folder "
+                                      "(kept by git), keeping its measured rows in the manifest")
+    r.add_argument("name", help="<model>@<steps>, continued to a larger budget since")
+    r.add_argument("--scale", default="cpu", choices=("smoke", "cpu", "paper"))
+    r.add_argument("--data", default=None, help="data root (default: $LIC_DATA)")
     args = ap.parse_args(argv)
     scale = get_scale(args.scale)
+    if args.cmd == "retire":
+        e = retire(args.name, scale, lic_data.test_images(scale, args.data), zoo.runs_dir(scale) / "measured")
+        print("retired", args.name, "; its weights:", e["retired"].get("git", "not in git"))
+        return 0
     for arch in args.arch or ARCHS:
         for variant in args.variant or VARIANTS:
             if args.steps:

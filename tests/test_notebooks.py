@@ -283,6 +283,9 @@ def test_tao_results(executed):
     assert macs == sorted(macs, reverse=True)  # a larger tolerance never asks for wider blocks
     claims.check(res["claims"])
     assert {"tao-jumc-true", "tao-jumc-pred", "tao-uniform", "tao-exact", "tao-headline"} <= {c["id"] for c in res["claims"]}
+    bc = res["budget_curve"]  # the supernet at the main λ, not continued at smoke: one budget
+    assert res["budget_lambda"] in lams and [r["steps"] for r in bc] == [res["slim_steps"]]
+    assert {"C5 vs zoo (%)", "C1 vs C5 (%)", "JUMC true vs C5 (%)"} <= set(bc[0])
 
 
 def test_controls_results(executed):

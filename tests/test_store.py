@@ -74,3 +74,22 @@ def test_the_context_models_mask_is_not_stored_and_comes_back_with_the_module(tm
         assert torch.equal(model(x)["x_hat"], again(x)["x_hat"])
     with pytest.raises(store.StoredModelError, match="missing"):  # a stored weight may still not be missing
         store.fill(zoo.build("mbt2018", N=16, M=24), {k: v for k, v in state.items() if k != "g_s.0.weight"}, tmp_path / "m.pt")
+
+
+def test_committed_names_the_commit_that_gives_a_file_back_and_refuses_one_git_does_not_keep(tmp_path):
+    if subprocess.run(["git", "-C", str(store.PROJECT), "rev-parse"], capture_output=True).returncode:
+        pytest.skip("not a git clone")
+    rel = "data/papers/claims.csv"
+    where = store.committed(store.PROJECT / rel)
+    kept = subprocess.run(["git", "-C", str(store.PROJECT), "show", f"{where['commit']}:{where['path']}"],
+                          capture_output=True).stdout
+    assert where["path"] == rel and kept == (store.PROJECT / rel).read_bytes()
+    assert store.committed(tmp_path / "x.pt") is None  # outside the repository: a test's folder
+    loose = store.PROJECT / "runs" / "never-committed.pt"  # runs/ is ignored by git
+    loose.parent.mkdir(exist_ok=True)
+    loose.write_bytes(b"x")
+    try:
+        with pytest.raises(store.StoredModelError, match="not committed as it is; commit it first"):
+            store.committed(loose)
+    finally:
+        loose.unlink()

@@ -262,6 +262,32 @@ def test_a_stored_supernet_trains_on_to_a_larger_budget_beside_the_original(smok
     zoo_psnr = evaluate(zoo.get(tao.ARCH, lam, smoke, train_missing=False), data.test_images(smoke)[:4], real=False,
                         progress=False)["mean"]["psnr"]
     assert lc[f"psnr@C{net.n_capacities}"].iloc[0] == pytest.approx(zoo_psnr, abs=1e-4)
+    # the budget curve: Table 3's quality side at each budget, read against C5 through the zoo's curve
+    from lic.evaluate import quality_cached, rate_at
+    from lic.models.slimmable import AtCapacity
+
+    images = data.test_images(smoke)
+    rows = tao.budget_curve(smoke, lam, images, tmp_zoo / "measured")
+    assert [(r["steps"], r["model"]) for r in rows] == [(smoke.slim_steps, tao.model_name(lam)),
+                                                       (more, tao.budget_name(tao.model_name(lam), more))]
+    zoo_q = [quality_cached(zoo.get(tao.ARCH, x, smoke), images, tmp_zoo / "measured") for x in smoke.lambdas]
+    c5 = quality_cached(AtCapacity(longer, -1), images, tmp_zoo / "measured", identity="test C5")
+    want = 100 * (c5["bpp"] / rate_at({"bpp": [q["bpp"] for q in zoo_q], "psnr": [q["psnr"] for q in zoo_q]},
+                                      c5["psnr"]) - 1)
+    assert rows[1]["C5 vs zoo (%)"] == pytest.approx(want, nan_ok=True)  # the stored weights at that budget
+    assert {"C1 vs C5 (%)", "C3 vs C5 (%)", "JUMC true vs C5 (%)"} <= set(rows[1])
+
+
+def test_the_tao_budget_text_decides_the_jumc_bar_at_the_largest_budget_and_gives_the_pace():
+    from lic import report
+
+    row = lambda steps, c1, jumc: {"steps": steps, "C1 vs C5 (%)": c1, "JUMC true vs C5 (%)": jumc, "C5 vs zoo (%)": 12.0}
+    text = tao.budget_text([row(3000, 40.0, 3.0), row(12000, 30.0, 0.8)], report.paper_table("tao_table3"))
+    assert "3,000 steps: C1 +40.0 %, JUMC labels +3.0 %" in text and "the paper's BD-rates: C1 +9.8 %" in text
+    assert "(within 1 % of C5) is met" in text
+    assert "closes by 5.0 points per doubling of steps: at that pace the bar, 20.2 points away" in text
+    assert "is not met" in tao.budget_text([row(3000, 40.0, 3.0)], report.paper_table("tao_table3"))
+    assert "one budget only so far" in tao.budget_text([row(3000, 40.0, 3.0)], report.paper_table("tao_table3"))
 
 
 def test_the_supernet_curves_have_a_panel_per_lambda_and_label_each_capacity_in_place():
