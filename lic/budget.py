@@ -267,8 +267,9 @@ def curve_figure(rows: list, metric: str, paper=None, label="ours", paper_label=
     steps = [r["steps"] for r in rows]
     ax.plot(steps, [r[metric] for r in rows], marker="o", label=label)
     for r in rows:
-        ax.annotate(f"{r[metric]:.1f}", (r["steps"], r[metric]), xytext=(0, 5), textcoords="offset points",
-                    ha="center", fontsize=7)
+        if r[metric] is not None and math.isfinite(r[metric]):  # a value the curves could not give: no label
+            ax.annotate(f"{r[metric]:.1f}", (r["steps"], r[metric]), xytext=(0, 5), textcoords="offset points",
+                        ha="center", fontsize=7)
     if paper is not None:
         ax.axhline(paper, color="k", ls="--", lw=0.8)
         ax.annotate(paper_label, (min(steps), paper), xytext=(0, 3), textcoords="offset points", fontsize=7)

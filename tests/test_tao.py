@@ -288,6 +288,10 @@ def test_the_tao_budget_text_decides_the_jumc_bar_at_the_largest_budget_and_give
     assert "closes by 5.0 points per doubling of steps: at that pace the bar, 20.2 points away" in text
     assert "is not met" in tao.budget_text([row(3000, 40.0, 3.0)], report.paper_table("tao_table3"))
     assert "one budget only so far" in tao.budget_text([row(3000, 40.0, 3.0)], report.paper_table("tao_table3"))
+    from lic import budget
+
+    fig = budget.curve_figure([row(3000, float("nan"), 3.0), row(12000, 30.0, 0.8)], "C1 vs C5 (%)", paper=9.8)
+    assert [t.get_text() for t in fig.axes[0].texts] == ["30.0", "paper"]  # no "nan" written on the figure
 
 
 def test_the_supernet_curves_have_a_panel_per_lambda_and_label_each_capacity_in_place():
