@@ -374,6 +374,9 @@ def continue_model(arch: str, scale: Scale, variant: str, steps: int, target=TAR
     if target_name in manifest:
         e = manifest[target_name]
         return load(models_dir(scale) / e["file"], e["sha256"])
+    if entry.get("retired") and not (models_dir(scale) / entry["file"]).exists():
+        raise zoo.CheckpointError(f"{source} was retired (its weights are out of the chapter's folder); restore them "
+                                  f"{_restore_how(entry)}, then continue it")
     model = load(models_dir(scale) / entry["file"], entry["sha256"])
     run = zoo.runs_dir(scale) / CHAPTER / entry["started_from_fingerprint"]
     data = lic_data.train_set(scale, root, seed=seed)
@@ -621,8 +624,10 @@ def retire(name: str, scale: Scale, images, cache_dir) -> dict:
     if e.get("retired"):
         return e
     if not any(x.get("continued_from") == name for x in m.values()):
-        raise ValueError(f"{name} is the largest budget of its model: continue it first "
-                         f"(`python -m lic.yin train --steps S --from-steps {e['steps']}`), then retire it")
+        arch, variant = e["arch"], e["variant"]
+        raise ValueError(f"{name} is the largest budget of its model: continue it first (`python -m lic.yin train "
+                         f"--scale {scale.name} --arch {arch} --variant {variant} --steps S --from-steps {e['steps']}`, "
+                         f"S > {e['steps']}), then retire it")
     path = models_dir(scale) / e["file"]
     where = store.committed(path)
     model = load(path, e["sha256"])
@@ -635,6 +640,12 @@ def retire(name: str, scale: Scale, images, cache_dir) -> dict:
     return e
 
 
+def _restore_how(entry: dict) -> str:
+    """The command that brings a retired model's weights back from git (or "retraining it")."""
+    git = entry["retired"].get("git")
+    return f"with `git show {git['commit']}:{git['path']} > {git['path']}`" if git else "by retraining it"
+
+
 def retired_rows(entry: dict, images, scale: Scale) -> dict:
     """{λ: row} a retired model's entry keeps (:func:`retire`), for ``images`` at the zoo's λ; an
     error naming how to restore its weights when they were measured on other images or by other code."""
@@ -643,10 +654,8 @@ def retired_rows(entry: dict, images, scale: Scale) -> dict:
     r = entry["retired"]
     if r["images"] != [n for n, _ in images] or r["measurement_version"] != MEASUREMENT_VERSION \
             or set(r["rows"]) != {str(lam) for lam in scale.lambdas}:
-        git = r.get("git")
-        how = f"`git show {git['commit']}:{git['path']} > {git['path']}`" if git else "retraining it"
         raise zoo.CheckpointError(f"{entry['file']} was retired with rows for other images, λ or measurement code; "
-                                  f"restore its weights with {how} to measure it again")
+                                  f"restore its weights {_restore_how(entry)} to measure it again")
     return {lam: r["rows"][str(lam)] for lam in scale.lambdas}
 
 

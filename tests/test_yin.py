@@ -237,7 +237,8 @@ def test_training_samples_lambda_and_saves_a_loadable_model(smoke, tmp_zoo):
     fig = budget.curve_figure(rows, "BD-rate vs zoo (%)", paper=5.0)
     assert [t.get_text() for t in fig.axes[0].texts][-1] == "paper"
     # retiring an intermediate budget: its file goes, its rows stay the same (the chapter's 40 MB)
-    with pytest.raises(ValueError, match="largest budget of its model: continue it first"):
+    with pytest.raises(ValueError, match="largest budget of its model: continue it first .*--arch bmshj2018-hyperprior "
+                       "--variant ecg\\+bm --steps S"):
         yin.retire(yin.budget_name(name, more), smoke, data.test_images(smoke), tmp_zoo / "measured")
     with pytest.raises(ValueError, match="only those are retired"):
         yin.retire(name, smoke, data.test_images(smoke), tmp_zoo / "measured")
@@ -249,6 +250,8 @@ def test_training_samples_lambda_and_saves_a_loadable_model(smoke, tmp_zoo):
     assert pd.DataFrame(again_rows[:2]).equals(pd.DataFrame(rows)) and again_rows[2]["steps"] == more + 10  # NaN = NaN
     with pytest.raises(zoo.CheckpointError, match="retired with rows for other images.*retraining it"):
         yin.budget_curve("bmshj2018-hyperprior", "ecg+bm", smoke, data.test_images(smoke)[:1], tmp_zoo / "measured")
+    with pytest.raises(zoo.CheckpointError, match="was retired .*restore them by retraining it, then continue it"):
+        yin.continue_model("bmshj2018-hyperprior", smoke, "ecg+bm", more + 50, progress=False, start_steps=more)
     with pytest.raises(zoo.CheckpointError, match="python -m lic.yin train --scale smoke --arch mbt2018 --variant bm"):
         yin.get("mbt2018", smoke, "bm", train_missing=False)
 
