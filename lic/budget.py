@@ -254,7 +254,15 @@ def pace_text(rows: list, metric: str, bar: float) -> str:
     if per <= 0:
         return f"the gap did not close ({-per:+.1f} points per doubling of steps)"
     return (f"the gap closes by {per:.1f} points per doubling of steps: at that pace the bar, {gap:.1f} points "
-            f"away, is ≈ {gap / per:.1f} more doublings off (≈ {last['steps'] * 2 ** (gap / per):,.0f} steps in all)")
+            f"away, is ≈ {gap / per:.1f} more doublings off (≈ {_rounded(last['steps'] * 2 ** (gap / per))} steps in all)")
+
+
+def _rounded(n: float) -> str:
+    """``n`` to two significant figures, in words a reader takes in at once (3,259,840 → "3.3 million")."""
+    for size, word in ((1e9, "billion"), (1e6, "million")):
+        if n >= size:
+            return f"{n / size:.2g} {word}"
+    return f"{float(f'{n:.2g}'):,.0f}"
 
 
 def curve_figure(rows: list, metric: str, paper=None, label="ours", paper_label="paper"):

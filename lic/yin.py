@@ -520,7 +520,8 @@ def loop_text(lat, model="ecg+bm") -> str:
         return "no architecture of this run decodes serially (mbt2018 does; the `archs` parameter)."
 
     def rng(c, x):
-        return f"{x[c].min():.0f}–{x[c].max():.0f} %"
+        lo, hi = f"{x[c].min():.0f}", f"{x[c].max():.0f}"
+        return f"{lo} %" if lo == hi else f"{lo}–{hi} %"
     return "; ".join(f"on {a}, the serial autoregressive loop (context model and coder, latent by latent) takes "
                      f"{rng('loop share of zoo decode (%)', x)} of the zoo model's decode and "
                      f"{rng('loop share of decode (%)', x)} of the gated one's, whose decode is "

@@ -184,6 +184,8 @@ def test_the_loop_text_gives_the_serial_loops_share_for_the_architectures_that_h
     assert text.startswith("on mbt2018,") and "bmshj2018" not in text
     assert "79–81 % of the zoo model's decode" in text and "86–88 % of the gated one's" in text and "1.02–1.10×" in text
     assert "no architecture" in yin.loop_text(lat[lat.arch != "mbt2018"])
+    same = lat.assign(**{"loop share of zoo decode (%)": 97.9, "loop share of decode (%)": 98.2})
+    assert "takes 98 % of the zoo model's decode and 98 % of the gated one's" in yin.loop_text(same)  # not "98–98 %"
 
 
 def test_views_at_different_lambdas_have_different_fingerprints(smoke):
@@ -262,6 +264,8 @@ def test_the_budget_text_decides_at_the_largest_budget_and_says_how_fast_the_gap
     assert "+18.0 % at 20,000 steps; +14.0 % at 40,000 steps; +10.0 % at 80,000 steps" in closing
     assert "the bar is not met" in closing and "closes by 4.0 points per doubling" in closing
     assert "8.0 points away, is ≈ 2.0 more doublings off (≈ 320,000 steps in all)" in closing
+    far = yin.budget_text([row(20000, 18.0), row(80000, 13.1)], 0.0)  # 2.45 points per doubling, 13.1 away
+    assert "≈ 5.3 more doublings off (≈ 3.3 million steps in all)" in far
     assert "did not close" in yin.budget_text([row(20000, 18.0), row(40000, 18.5)], 2.0)
     assert "the bar is met" in yin.budget_text([row(20000, 3.0), row(40000, 1.0)], 2.0)
     assert "one budget only" in yin.budget_text([row(20000, 18.0)], 2.0)
