@@ -400,7 +400,9 @@ def interleaved_times(models: dict, images, repeats=5, progress=True, desc="timi
     Returns {name: {"encode_ms", "decode_ms" (median over repeats of the per-repeat mean over
     images), "encode_spread_pct", "decode_spread_pct" ((max − min) / median of those per-repeat
     means), "encode_ms_repeats", "decode_ms_repeats" (the per-repeat means, in the order of the
-    repeats: a ratio of two models within one repeat cancels the noise both saw), "decode_stages_ms" ({stage: median ms}: where the decode time went, :mod:`lic.stages`),
+    repeats: a ratio of two models within one repeat cancels the noise both saw), "decode_stages_ms" ({stage: median ms}: where the decode time went, :mod:`lic.stages`; medians of parts, so
+    their sum is near the decode's median only on a quiet machine — a preemption lands in a different stage
+    each repeat), "decode_stages_ms_repeats" (per repeat {stage: ms}, summing to that repeat's decode time),
     "decoded" ([{psnr, bpp}] per image: what each model's timed bitstreams decode to), "repeats"}}.
     """
     pads = [pad_to(to_tensor(img), PAD, MIN_SIZE) for _, img in images]
@@ -442,4 +444,5 @@ def interleaved_times(models: dict, images, repeats=5, progress=True, desc="timi
                 "encode_spread_pct": spread(enc_t[n]), "decode_spread_pct": spread(dec_t[n]),
                 "encode_ms_repeats": enc_t[n], "decode_ms_repeats": dec_t[n],
                 "decode_stages_ms": {st: statistics.median(r.get(st, 0.0) for r in stages[n]) for st in dict.fromkeys(k for r in stages[n] for k in r)},
+                "decode_stages_ms_repeats": stages[n],
                 "decoded": decoded[n], "repeats": repeats} for n in models}
