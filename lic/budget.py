@@ -265,6 +265,14 @@ def _rounded(n: float) -> str:
     return f"{float(f'{n:.2g}'):,.0f}"
 
 
+def _steps_label(n: int) -> str:
+    """20000 → "20k", 1600000 → "1.6M", 500 → "500": a tick label."""
+    for div, unit in ((1_000_000, "M"), (1000, "k")):
+        if n >= div:
+            return f"{n / div:.3g}{unit}"
+    return str(n)
+
+
 def curve_figure(rows: list, metric: str, paper=None, label="ours", paper_label="paper"):
     """A claim's metric against training steps (one of :func:`lic.yin.budget_curve`'s columns, say),
     with the paper's value as a dashed line labelled in place: is the gap closing with compute?"""
@@ -281,7 +289,10 @@ def curve_figure(rows: list, metric: str, paper=None, label="ours", paper_label=
     if paper is not None:
         ax.axhline(paper, color="k", ls="--", lw=0.8)
         ax.annotate(paper_label, (min(steps), paper), xytext=(0, 3), textcoords="offset points", fontsize=7)
-    ax.set(xlabel="training steps", ylabel=metric)
+    ax.set_xscale("log", base=2)  # the pace is read per doubling of the steps
+    ax.set_xticks(steps, [_steps_label(s) for s in steps])
+    ax.minorticks_off()
+    ax.set(xlabel="training steps (log scale)", ylabel=metric)
     ax.margins(x=0.1, y=0.15)
     fig.tight_layout()
     return fig

@@ -260,19 +260,29 @@ def rd_figure(sweep, res, archs, variants, kodak: bool):
 
 def speed_figure(lat, model="ecg+bm"):
     """Measured encode and decode speed-up of ``model`` against its FLOP reduction (rows of
-    :func:`latency`), with the line where time falls exactly as FLOPs do."""
+    :func:`latency`), one panel per architecture (named in its title), each kind labelled beside
+    its points, with the line where time falls exactly as FLOPs do."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.2, 4.2))
     g = lat[lat.model == model]
-    for kind, marker in (("encode", "o"), ("decode", "s")):
-        ax.scatter(g["FLOP reduction"], g[f"{kind} speed-up"], marker=marker, label=kind)
-    top = max(g["FLOP reduction"].max(), 1.5) * 1.05
-    ax.plot([1, top], [1, top], color="grey", ls=":", lw=1, label="time falls as FLOPs do")
-    ax.axhline(1, color="black", lw=0.6)
-    ax.set(xlabel="FLOP reduction (×), gates included", ylabel="measured speed-up (×)",
-           title="ECG + BM vs the zoo model, same λ")
-    ax.legend()
+    archs = list(dict.fromkeys(g.arch))
+    top = max(g["FLOP reduction"].max(), 1.5) * 1.15
+    fig, axes = plt.subplots(1, len(archs), figsize=(6.2, 3.4), sharey=True, squeeze=False)
+    for ax, a in zip(axes[0], archs):
+        x = g[g.arch == a]
+        for kind, marker, color, side in (("decode", "s", "C1", -1), ("encode", "o", "C0", 1)):
+            ax.scatter(x["FLOP reduction"], x[f"{kind} speed-up"], marker=marker, color=color, zorder=3)
+            ax.annotate(kind, (x["FLOP reduction"].mean(), x[f"{kind} speed-up"].mean()), color=color,
+                        xytext=(side * 7, 0), textcoords="offset points", va="center",
+                        ha="left" if side > 0 else "right", fontsize=8,
+                        bbox=dict(facecolor="white", edgecolor="none", pad=0.5, alpha=0.8))
+        ax.plot([1, top], [1, top], color="grey", ls=":", lw=1)
+        ax.axhline(1, color="black", lw=0.6)
+        ax.set(xlim=(0.9, top), title=a, xlabel="FLOP reduction (×)")
+        ax.title.set_fontsize(9)
+    axes[0][0].set_ylabel(f"speed-up of {model} vs the zoo (×)")
+    axes[0][0].annotate("dotted: time falls\nas FLOPs do", (0.93, top * 0.97), ha="left", va="top", fontsize=7,
+                        color="grey")
     fig.tight_layout()
     return fig
 
@@ -519,13 +529,13 @@ def loop_text(lat, model="ecg+bm") -> str:
     if g.empty:
         return "no architecture of this run decodes serially (mbt2018 does; the `archs` parameter)."
 
-    def rng(c, x):
-        lo, hi = f"{x[c].min():.0f}", f"{x[c].max():.0f}"
-        return f"{lo} %" if lo == hi else f"{lo}–{hi} %"
+    def rng(x, c, fmt=".0f", unit=" %"):  # one value where the range is one at the shown precision
+        lo, hi = f"{x[c].min():{fmt}}", f"{x[c].max():{fmt}}"
+        return f"{lo}{unit}" if lo == hi else f"{lo}–{hi}{unit}"
     return "; ".join(f"on {a}, the serial autoregressive loop (context model and coder, latent by latent) takes "
-                     f"{rng('loop share of zoo decode (%)', x)} of the zoo model's decode and "
-                     f"{rng('loop share of decode (%)', x)} of the gated one's, whose decode is "
-                     f"{x['decode speed-up'].min():.2f}–{x['decode speed-up'].max():.2f}× as fast"
+                     f"{rng(x, 'loop share of zoo decode (%)')} of the zoo model's decode and "
+                     f"{rng(x, 'loop share of decode (%)')} of the gated one's, whose decode is "
+                     f"{rng(x, 'decode speed-up', '.2f', '×')} as fast"
                      for a, x in g.groupby("arch")) + "."
 
 

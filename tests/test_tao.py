@@ -292,6 +292,9 @@ def test_the_tao_budget_text_decides_the_jumc_bar_at_the_largest_budget_and_give
 
     fig = budget.curve_figure([row(3000, float("nan"), 3.0), row(12000, 30.0, 0.8)], "C1 vs C5 (%)", paper=9.8)
     assert [t.get_text() for t in fig.axes[0].texts] == ["30.0", "paper"]  # no "nan" written on the figure
+    ax = fig.axes[0]  # steps on a log₂ axis, ticks at the budgets: the pace is stated per doubling
+    assert ax.get_xscale() == "log" and [t.get_text() for t in ax.get_xticklabels()] == ["3k", "12k"]
+    assert budget._steps_label(1_600_000) == "1.6M" and budget._steps_label(500) == "500"
 
 
 def test_the_supernet_curves_have_a_panel_per_lambda_and_label_each_capacity_in_place():

@@ -186,6 +186,8 @@ def test_the_loop_text_gives_the_serial_loops_share_for_the_architectures_that_h
     assert "no architecture" in yin.loop_text(lat[lat.arch != "mbt2018"])
     same = lat.assign(**{"loop share of zoo decode (%)": 97.9, "loop share of decode (%)": 98.2})
     assert "takes 98 % of the zoo model's decode and 98 % of the gated one's" in yin.loop_text(same)  # not "98–98 %"
+    tie = same.assign(**{"decode speed-up": [1.1, 0.998, 1.003]})
+    assert "whose decode is 1.00× as fast" in yin.loop_text(tie)  # not "1.00–1.00×"
 
 
 def test_views_at_different_lambdas_have_different_fingerprints(smoke):
@@ -293,9 +295,13 @@ def test_the_chapters_figures_have_a_panel_per_architecture_and_say_what_they_sh
     assert [ax.get_title() for ax in fig.axes] == archs
     assert "ecg+bm (ours, 4 λ)" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     plt.close(fig)
-    lat = pd.DataFrame([{"model": "ecg+bm", "FLOP reduction": 2.0, "encode speed-up": 1.2, "decode speed-up": 1.1}])
+    lat = pd.DataFrame([{"arch": a, "model": m, "FLOP reduction": 2.0, "encode speed-up": 1.2, "decode speed-up": 1.1}
+                        for a in archs for m in ("ecg+bm", "bm")])
     fig = yin.speed_figure(lat)
+    assert [ax.get_title() for ax in fig.axes] == archs  # each architecture named in place
     assert fig.axes[0].get_xlabel().startswith("FLOP reduction")
+    assert {"encode", "decode"} <= {t.get_text() for t in fig.axes[1].texts}  # kinds labelled beside their points
+    assert all(ax.get_legend() is None for ax in fig.axes)
     plt.close(fig)
 
 
