@@ -556,6 +556,93 @@ def measure(view, images, cache_dir, name) -> dict:
     return row
 
 
+def compare(fixed: dict, models: dict, archs, variants, lambdas, images, cache_dir):
+    """The chapter's main table: the zoo model and every variant at every zoo λ (:func:`measure`),
+    each variant's PSNR drop, FLOP reduction and rate change against the zoo model at its λ."""
+    import pandas as pd
+
+    rows = []
+    for a in archs:
+        for lam in lambdas:
+            ref = measure(fixed[a, lam], images, cache_dir, f"{a} λ={lam}")
+            rows.append({"arch": a, "lambda": lam, "model": "zoo (one per λ)", **ref})
+            for v in variants:
+                r = measure(models[a, v].at(lam), images, cache_dir, f"{a} {v} λ={lam}")
+                rows.append({"arch": a, "lambda": lam, "model": v, **r,
+                             "psnr_drop_pct": 100 * (ref["psnr"] - r["psnr"]) / ref["psnr"],
+                             "flop_reduction": ref["macs"] / r["macs"], "bpp_change_pct": 100 * (r["bpp"] / ref["bpp"] - 1)})
+    return pd.DataFrame(rows)
+
+
+def bd_table(res, archs, variants):
+    """BD-rate of every variant against the zoo's fixed models (rows of :func:`compare`), with the
+    ranges of its PSNR drop and FLOP reduction over the λ."""
+    import pandas as pd
+
+    from .evaluate import bd
+
+    rows = []
+    for a in archs:
+        zoo_curve = res[(res.arch == a) & (res.model == "zoo (one per λ)")][["bpp", "psnr"]].to_dict("list")
+        for v in variants:
+            sel = res[(res.arch == a) & (res.model == v)]
+            rows.append({"arch": a, "model": v, "BD-rate vs zoo (%)": bd(zoo_curve, sel[["bpp", "psnr"]].to_dict("list"))["bd_rate"],
+                         "PSNR drop (%), range": f"{sel.psnr_drop_pct.min():.2f} – {sel.psnr_drop_pct.max():.2f}",
+                         "FLOP reduction (×), range": f"{sel.flop_reduction.min():.2f} – {sel.flop_reduction.max():.2f}"})
+    return pd.DataFrame(rows)
+
+
+def gate_cost_text(table) -> str:
+    """What the gates cost in BD-rate, per architecture: ECG + BM against BM alone (:func:`bd_table`)."""
+    from .report import pct
+
+    by = table.set_index(["arch", "model"])["BD-rate vs zoo (%)"]
+    archs = [a for a in dict.fromkeys(table.arch) if (a, "bm") in by.index]
+    return "; ".join(f"{a}: BM alone {pct(by[a, 'bm'])}, ECG + BM {pct(by[a, 'ecg+bm'])}, so the gates "
+                     + (f"cost {v:+.1f} points" if v == v else "cost an unmeasured amount")
+                     for a in archs for v in [by[a, "ecg+bm"] - by[a, "bm"]]) \
+        or "not measured (no BM-only model in this run)"
+
+
+def monotone(sweep) -> dict:
+    """{(arch, variant): whether the rate rises with λ along its sweep}: a continuous-rate model's minimum."""
+    return {(a, v): bool(g.sort_values("lambda").bpp.is_monotonic_increasing)
+            for (a, v), g in sweep.groupby(["arch", "model"], sort=False)}
+
+
+def _tradeoff_labels(trade) -> list:
+    return ["BM alone" if t == 0 else f"αₜ = {t:.2f}" for t in trade["target sparsity"]]
+
+
+def tradeoff_figure(trade, arch: str):
+    """BD-rate against FLOP reduction along :func:`tradeoff`'s rows, each point named in place."""
+    from . import report
+
+    x, y = trade["FLOP reduction (×)"], trade["BD-rate vs zoo (%)"]
+    fig, axes = report.figure()
+    ax = axes[0, 0]
+    ax.plot(x, y, marker="o", color=report.color_of(arch))
+    for xi, yi, text in zip(x, y, _tradeoff_labels(trade)):
+        ax.annotate(text, (xi, yi), textcoords="offset points", xytext=(6, -10), fontsize=8)
+    ax.set(xlabel="FLOP reduction (×), mean over the zoo's λ, gates included",
+           ylabel="BD-rate vs the zoo's models (%)", title=arch)
+    fig.tight_layout()
+    return fig
+
+
+def tradeoff_text(trade) -> tuple:
+    """(each point in words, the curve's shape in words) for :func:`tradeoff`'s rows."""
+    from .report import pct
+
+    x, y = trade["FLOP reduction (×)"], trade["BD-rate vs zoo (%)"]
+    points = "; ".join(f"{text}: {c:.2f} of the inputs closed, {xi:.2f}× fewer FLOPs at {pct(yi)} BD-rate"
+                       for text, c, xi, yi in zip(_tradeoff_labels(trade), trade["closed (mean)"], x, y))
+    rising = trade.sort_values("target sparsity")["BD-rate vs zoo (%)"].is_monotonic_increasing
+    return points, ("rises with the target: each further share of closed inputs costs rate" if rising else
+                    "does not rise steadily with the target; each point is one training run (one seed), so "
+                    "run-to-run noise is part of it")
+
+
 def tradeoff(arch: str, scale: Scale, targets, images, cache_dir, root=None) -> list:
     """The gates' FLOP/quality trade-off as a curve (beyond the paper, which trains one α_t): BM
     alone (no gates, α_t = 0) and ECG + BM at each target sparsity in ``targets``, on ``arch``.

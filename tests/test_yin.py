@@ -426,3 +426,31 @@ def test_tradeoff_rows_follow_the_gates_that_close(smoke, tmp_zoo, monkeypatch):
     assert rows[1]["closed (mean)"] == pytest.approx(expected)
     assert 1 < rows[1]["FLOP reduction (×)"] < rows[2]["FLOP reduction (×)"]
     assert rows[1]["FLOP reduction min (×)"] <= rows[1]["FLOP reduction (×)"] <= rows[1]["FLOP reduction max (×)"]
+
+
+def test_the_chapters_tables_say_what_the_gates_cost_and_whether_rate_rises_with_lambda():
+    import pandas as pd
+
+    lams = (0.0035, 0.007, 0.013, 0.025)
+
+    def rows(model, shift):  # a curve of PSNR against bpp; `shift` of the rate at equal PSNR
+        return [{"arch": "a", "model": model, "lambda": lam, "bpp": (10 * lam + 0.1) * (1 + shift),
+                 "psnr": 30 + 200 * lam, "psnr_drop_pct": 1.0 + i, "flop_reduction": 1.5} for i, lam in enumerate(lams)]
+    res = pd.DataFrame(rows("zoo (one per λ)", 0.0) + rows("ecg+bm", 0.10) + rows("bm", 0.0))
+    table = yin.bd_table(res, ["a"], ["ecg+bm", "bm"])
+    bd_ = table.set_index("model")["BD-rate vs zoo (%)"]
+    assert bd_["ecg+bm"] == pytest.approx(10.0, abs=0.01) and bd_["bm"] == pytest.approx(0.0, abs=0.01)
+    assert table.set_index("model").loc["bm", "PSNR drop (%), range"] == "1.00 – 4.00"
+    assert "a: BM alone +0.0 %, ECG + BM +10.0 %, so the gates cost +10.0 points" == yin.gate_cost_text(table)
+    assert "not measured" in yin.gate_cost_text(table[table.model != "bm"])
+    sweep = pd.DataFrame([{"arch": "a", "model": "bm", "lambda": lam, "bpp": b} for lam, b in zip(lams, (0.2, 0.3, 0.5, 0.9))]
+                         + [{"arch": "a", "model": "vbr", "lambda": lam, "bpp": b} for lam, b in zip(lams, (0.2, 0.4, 0.3, 0.9))])
+    assert yin.monotone(sweep) == {("a", "bm"): True, ("a", "vbr"): False}
+    trade = pd.DataFrame([{"target sparsity": t, "closed (mean)": t, "FLOP reduction (×)": 1 + t, "BD-rate vs zoo (%)": 40 * t}
+                          for t in (0.0, 0.25, 0.5)])
+    points, shape = yin.tradeoff_text(trade)
+    assert points.startswith("BM alone: 0.00 of the inputs closed, 1.00× fewer FLOPs at +0.0 % BD-rate; αₜ = 0.25")
+    assert shape.startswith("rises with the target")
+    assert "does not rise steadily" in yin.tradeoff_text(trade.assign(**{"BD-rate vs zoo (%)": [0.0, 30.0, 20.0]}))[1]
+    fig = yin.tradeoff_figure(trade, "a")
+    assert [t.get_text() for t in fig.axes[0].texts] == ["BM alone", "αₜ = 0.25", "αₜ = 0.50"]
