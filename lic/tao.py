@@ -127,13 +127,15 @@ def learning_curve(scale: Scale, lmbda: float, root=None, name=None):
 
 def curve_figure(curves):
     """Learning curves of the supernets (:func:`learning_curve` rows with a ``λ`` column): one panel
-    per λ, one line per capacity, labelled at its end (no legend over the data)."""
+    per λ, titled with its last step (a supernet continued to a larger budget runs longer: the
+    panels do not share the step axis), one line per capacity, labelled at its end (no legend over
+    the data)."""
     from . import report
 
     lams = sorted(curves["λ"].unique())
     ncols = 2 if len(lams) > 1 else 1
     nrows = (len(lams) + ncols - 1) // ncols
-    fig, axes = report.figure(ncols, nrows, height=2.6 * nrows, sharex=True)
+    fig, axes = report.figure(ncols, nrows, height=2.6 * nrows)
     cols = sorted((c for c in curves.columns if c.startswith("psnr@C")), key=lambda c: int(c[6:]))
     for ax, lam in zip(axes.flat, lams):
         g = curves[curves["λ"] == lam].dropna(subset=cols).sort_values("step")
@@ -141,7 +143,7 @@ def curve_figure(curves):
             line, = ax.plot(g.step, g[c], marker=".", lw=1)
             ax.annotate(c[5:], (g.step.iloc[-1], g[c].iloc[-1]), xytext=(3, 0), textcoords="offset points",
                         fontsize=7, va="center", color=line.get_color())
-        ax.set_title(f"λ = {lam}", fontsize=9)
+        ax.set_title(f"λ = {lam}, to step {int(g.step.max()):,}", fontsize=9)
         ax.margins(x=0.12)
     for ax in axes.flat[len(lams):]:
         ax.set_visible(False)

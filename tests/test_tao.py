@@ -259,6 +259,9 @@ def test_a_stored_supernet_trains_on_to_a_larger_budget_beside_the_original(smok
     lc = tao.learning_curve(smoke, lam)
     assert lc.step.tolist()[0] == 0 and lc.step.is_monotonic_increasing and len(lc) == 1 + len(
         pd.read_csv(tao.models_dir(smoke) / m[tao.model_name(lam)]["curve"]))
+    assert tao.budgets(smoke, lam)[-1] == (more, tao.budget_name(tao.model_name(lam), more))
+    whole = tao.learning_curve(smoke, lam, name=tao.budgets(smoke, lam)[-1][1])  # the figure's: to the largest budget
+    assert whole.step.tolist()[0] == 0 and whole.step.max() == more and whole.step.is_monotonic_increasing
     zoo_psnr = evaluate(zoo.get(tao.ARCH, lam, smoke, train_missing=False), data.test_images(smoke)[:4], real=False,
                         progress=False)["mean"]["psnr"]
     assert lc[f"psnr@C{net.n_capacities}"].iloc[0] == pytest.approx(zoo_psnr, abs=1e-4)
@@ -307,3 +310,8 @@ def test_the_supernet_curves_have_a_panel_per_lambda_and_label_each_capacity_in_
     assert len(shown) == 3 and all(ax.get_legend() is None for ax in shown)
     assert [t.get_text() for t in shown[0].texts] == ["C1", "C2", "C3", "C4", "C5"]
     assert shown[0].lines[0].get_xdata()[0] == 0  # from step 0
+    assert [ax.get_title() for ax in shown] == ["λ = 0.0035, to step 3,000", "λ = 0.013, to step 3,000",
+                                                "λ = 0.025, to step 3,000"]
+    longer = pd.DataFrame(rows + [{"λ": 0.013, "step": 30000, **{f"psnr@C{c}": 30.0 for c in range(1, 6)}}])
+    shown = [ax for ax in tao.curve_figure(longer).axes if ax.get_visible()]
+    assert shown[1].get_title() == "λ = 0.013, to step 30,000" and shown[0].get_xlim()[1] < 5000  # no shared axis
