@@ -240,21 +240,47 @@ def convergence_line(chapter: str, scale) -> str:
 def pace_text(rows: list, metric: str, bar: float) -> str:
     """Whether ``metric`` (lower is better) of budget-curve ``rows`` (by steps) is closing on ``bar``,
     and how fast: points per doubling of steps from the first budget with a value to the last, and at
-    that pace how many more doublings (and steps) the bar is off."""
+    that pace how many more doublings (and steps) the bar is off. With three budgets or more whose
+    last pair keeps a different pace (by more than a tenth), both are given and the projection spans
+    them: a curve that slows (or speeds up) is not extrapolated from its early pace alone."""
     ok = [r for r in rows if math.isfinite(r[metric])]
     if len(rows) < 2:
         return "one budget only so far (the stored model continues to more steps)"
     if len(ok) < 2 or ok[-1] is not rows[-1]:
         return "too few budgets with a value to tell a trend"
-    first, last = ok[0], ok[-1]
-    per = (first[metric] - last[metric]) / math.log2(last["steps"] / first["steps"])  # points per doubling
+    last = ok[-1]
     gap = last[metric] - bar
+
+    def pace(a):  # points per doubling of steps from budget ``a`` to the last
+        return (a[metric] - last[metric]) / math.log2(last["steps"] / a["steps"])
+
+    def off(per):
+        return gap / per, _rounded(last["steps"] * 2 ** (gap / per))
+
+    per = pace(ok[0])
+    recent = pace(ok[-2]) if len(ok) > 2 else per
+    if abs(recent - per) <= 0.1 * abs(per):
+        if gap <= 0:
+            return f"the gap closed by {per:.1f} points per doubling of steps"
+        if per <= 0:
+            return f"the gap did not close ({-per:+.1f} points per doubling of steps)"
+        n, steps = off(per)
+        return (f"the gap closes by {per:.1f} points per doubling of steps: at that pace the bar, {gap:.1f} points "
+                f"away, is ≈ {n:.1f} more doublings off (≈ {steps} steps in all)")
+    both = (f"{per:.1f} points per doubling of steps over the whole range, {recent:.1f} between the last two budgets "
+            f"({'slowing' if recent < per else 'speeding up'})")
     if gap <= 0:
-        return f"the gap closed by {per:.1f} points per doubling of steps"
+        return f"the gap closed: {both}"
+    if recent <= 0:
+        return f"the gap stopped closing: {both}"
+    n_recent, s_recent = off(recent)
     if per <= 0:
-        return f"the gap did not close ({-per:+.1f} points per doubling of steps)"
-    return (f"the gap closes by {per:.1f} points per doubling of steps: at that pace the bar, {gap:.1f} points "
-            f"away, is ≈ {gap / per:.1f} more doublings off (≈ {_rounded(last['steps'] * 2 ** (gap / per))} steps in all)")
+        return (f"the gap only began to close: {both}; at the recent pace the bar, {gap:.1f} points away, is "
+                f"≈ {n_recent:.1f} more doublings off (≈ {s_recent} steps in all)")
+    n_all, s_all = off(per)
+    lo, hi = sorted([(n_recent, s_recent), (n_all, s_all)])
+    return (f"the gap closes by {both}: the bar, {gap:.1f} points away, is ≈ {lo[0]:.1f}–{hi[0]:.1f} more doublings "
+            f"off at those paces (≈ {lo[1]}–{hi[1]} steps in all)")
 
 
 def _rounded(n: float) -> str:

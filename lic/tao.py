@@ -128,23 +128,36 @@ def learning_curve(scale: Scale, lmbda: float, root=None, name=None):
 def curve_figure(curves):
     """Learning curves of the supernets (:func:`learning_curve` rows with a ``λ`` column): one panel
     per λ, titled with its last step (a supernet continued to a larger budget runs longer: the
-    panels do not share the step axis), one line per capacity, labelled at its end (no legend over
-    the data)."""
+    panels do not share the step axis), one line per capacity, labelled in a column right of its
+    end (spread so no two overlap; no legend over the data). The y-range is the trained rows'
+    (step > 0): the supernet as built sits several dB below, so its values are written in the
+    panel and its segments run off the bottom — the capacities' convergence stays readable."""
+    from matplotlib.ticker import FuncFormatter
+
     from . import report
+    from .budget import _steps_label
 
     lams = sorted(curves["λ"].unique())
     ncols = 2 if len(lams) > 1 else 1
     nrows = (len(lams) + ncols - 1) // ncols
     fig, axes = report.figure(ncols, nrows, height=2.6 * nrows)
     cols = sorted((c for c in curves.columns if c.startswith("psnr@C")), key=lambda c: int(c[6:]))
+    ends = []
     for ax, lam in zip(axes.flat, lams):
         g = curves[curves["λ"] == lam].dropna(subset=cols).sort_values("step")
-        for c in cols:
-            line, = ax.plot(g.step, g[c], marker=".", lw=1)
-            ax.annotate(c[5:], (g.step.iloc[-1], g[c].iloc[-1]), xytext=(3, 0), textcoords="offset points",
-                        fontsize=7, va="center", color=line.get_color())
-        ax.set_title(f"λ = {lam}, to step {int(g.step.max()):,}", fontsize=9)
-        ax.margins(x=0.12)
+        lines = [ax.plot(g.step, g[c], marker=".", lw=1)[0] for c in cols]
+        trained = g[g.step > 0][cols]
+        if len(trained) and (g.step == 0).any():
+            lo, hi = float(trained.min().min()), float(trained.max().max())
+            pad = 0.08 * max(hi - lo, 0.2)
+            ax.set_ylim(lo - pad, hi + pad)
+            start = g[g.step == 0][cols].iloc[0]
+            below = f"\nstep 0 (as built): {start.min():.1f}–{start.max():.1f} dB, below the axis"
+        else:
+            below = ""
+        ends.append((ax, [(g.step.iloc[-1], g[c].iloc[-1]) for c in cols], [l.get_color() for l in lines]))
+        ax.set_title(f"λ = {lam}, to step {int(g.step.max()):,}{below}", fontsize=8.5)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _steps_label(int(v)) if v > 0 else "0"))
     for ax in axes.flat[len(lams):]:
         ax.set_visible(False)
     for ax in axes[-1]:
@@ -152,6 +165,9 @@ def curve_figure(curves):
     for ax in axes[:, 0]:
         ax.set_ylabel("PSNR (dB)")
     fig.tight_layout()
+    fig.subplots_adjust(right=0.92, wspace=0.42)
+    for ax, pts, colors in ends:
+        report.label_column(ax, pts, [c[5:] for c in cols], x=1.02, colors=colors)
     return fig
 
 

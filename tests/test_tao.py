@@ -291,6 +291,10 @@ def test_the_tao_budget_text_decides_the_jumc_bar_at_the_largest_budget_and_give
     assert "closes by 5.0 points per doubling of steps: at that pace the bar, 20.2 points away" in text
     assert "is not met" in tao.budget_text([row(3000, 40.0, 3.0)], report.paper_table("tao_table3"))
     assert "one budget only so far" in tao.budget_text([row(3000, 40.0, 3.0)], report.paper_table("tao_table3"))
+    slowing = tao.budget_text([row(3000, 82.8, 5.4), row(10000, 34.4, 6.1), row(30000, 12.1, 5.0)],
+                              report.paper_table("tao_table3"))
+    assert "21.3 points per doubling of steps over the whole range, 14.1 between the last two budgets (slowing)" in slowing
+    assert "≈ 0.1–0.2 more doublings off at those paces (≈ 32,000–34,000 steps in all)" in slowing
     from lic import budget
 
     fig = budget.curve_figure([row(3000, float("nan"), 3.0), row(12000, 30.0, 0.8)], "C1 vs C5 (%)", paper=9.8)
@@ -303,15 +307,24 @@ def test_the_tao_budget_text_decides_the_jumc_bar_at_the_largest_budget_and_give
 def test_the_supernet_curves_have_a_panel_per_lambda_and_label_each_capacity_in_place():
     import pandas as pd
 
-    rows = [{"λ": lam, "step": step, **{f"psnr@C{c}": 28 + c + step / 1000 for c in range(1, 6)}}
+    def psnr(c, step):  # as built far below; trained capacities 0.01 dB apart (their labels would overlap)
+        return 15 + c * 0.5 if step == 0 else 30 + c * 0.01 + step / 1e5
+
+    rows = [{"λ": lam, "step": step, **{f"psnr@C{c}": psnr(c, step) for c in range(1, 6)}}
             for lam in (0.0035, 0.013, 0.025) for step in (0, 2500, 3000)]
     fig = tao.curve_figure(pd.DataFrame(rows))
     shown = [ax for ax in fig.axes if ax.get_visible()]
     assert len(shown) == 3 and all(ax.get_legend() is None for ax in shown)
     assert [t.get_text() for t in shown[0].texts] == ["C1", "C2", "C3", "C4", "C5"]
-    assert shown[0].lines[0].get_xdata()[0] == 0  # from step 0
-    assert [ax.get_title() for ax in shown] == ["λ = 0.0035, to step 3,000", "λ = 0.013, to step 3,000",
-                                                "λ = 0.025, to step 3,000"]
-    longer = pd.DataFrame(rows + [{"λ": 0.013, "step": 30000, **{f"psnr@C{c}": 30.0 for c in range(1, 6)}}])
+    ys = [t.get_position()[1] for t in shown[0].texts]  # spread apart in axes fractions, in capacity order
+    assert all(b - a > 0.03 for a, b in zip(ys, ys[1:]))
+    assert shown[0].lines[0].get_xdata()[0] == 0  # from step 0 ...
+    lo, hi = shown[0].get_ylim()  # ... but the y-range is the trained rows': step 0 is written in the title
+    assert 29.9 < lo < 30.02 and 30.05 < hi < 30.2
+    step0 = "\nstep 0 (as built): 15.5–17.5 dB, below the axis"
+    assert [ax.get_title() for ax in shown] == [f"λ = {lam}, to step 3,000{step0}" for lam in (0.0035, 0.013, 0.025)]
+    longer = pd.DataFrame(rows + [{"λ": 0.013, "step": 30000, **{f"psnr@C{c}": 30.5 for c in range(1, 6)}}])
     shown = [ax for ax in tao.curve_figure(longer).axes if ax.get_visible()]
-    assert shown[1].get_title() == "λ = 0.013, to step 30,000" and shown[0].get_xlim()[1] < 5000  # no shared axis
+    assert shown[1].get_title() == f"λ = 0.013, to step 30,000{step0}" and shown[0].get_xlim()[1] < 5000  # no shared axis
+    no_start = pd.DataFrame([r for r in rows if r["step"] > 0])  # no step-0 row: nothing said about it
+    assert tao.curve_figure(no_start).axes[0].get_title() == "λ = 0.0035, to step 3,000"

@@ -269,6 +269,12 @@ def test_the_budget_text_decides_at_the_largest_budget_and_says_how_fast_the_gap
     far = yin.budget_text([row(20000, 18.0), row(80000, 13.1)], 0.0)  # 2.45 points per doubling, 13.1 away
     assert "≈ 5.3 more doublings off (≈ 3.3 million steps in all)" in far
     assert "did not close" in yin.budget_text([row(20000, 18.0), row(40000, 18.5)], 2.0)
+    # three budgets whose last pair keeps another pace: both paces, and the projection spans them
+    faster = yin.budget_text([row(20000, 18.0), row(40000, 18.7), row(80000, 13.1)], 0.0)
+    assert "2.5 points per doubling of steps over the whole range, 5.6 between the last two budgets (speeding up)" in faster
+    assert "13.1 points away, is ≈ 2.3–5.3 more doublings off at those paces (≈ 400,000–3.3 million steps in all)" in faster
+    stalled = yin.budget_text([row(20000, 18.0), row(40000, 14.0), row(80000, 14.5)], 2.0)
+    assert "the gap stopped closing" in stalled and "-0.5 between the last two budgets (slowing)" in stalled
     assert "the bar is met" in yin.budget_text([row(20000, 3.0), row(40000, 1.0)], 2.0)
     assert "one budget only" in yin.budget_text([row(20000, 18.0)], 2.0)
     nan = float("nan")
