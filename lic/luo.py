@@ -476,9 +476,14 @@ def trained_dir(scale) -> Path:
     """Where the chapter keeps every variant it trained (committed at ``cpu``): the hyper path's
     changes on the zoo model (fp16, entropy models fp32), listed in the folder's ``manifest.json``
     with the recipe that trained them. A rerun on any machine trains only what is new: resumable
-    states in ``runs/`` serve only the machine that wrote them, and 02 at cpu is longer than a session."""
-    from . import store
+    states in ``runs/`` serve only the machine that wrote them, and 02 at cpu is longer than a session.
+    A wider family's variants (``02_luo-N128``: two λ, ≈ 20 min of training) stay in ``runs/`` on the
+    machine that trained them (:func:`lic.zoo.states_dir`): the chapter's committed weights stay within
+    40 MB, and its points, committed, hold what 06 measures."""
+    from . import store, zoo
 
+    if scale.family:
+        return zoo.states_dir(scale) / CHAPTER / "trained"
     return store.models_dir(CHAPTER, scale) / "trained"
 
 

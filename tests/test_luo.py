@@ -318,3 +318,11 @@ def test_a_rerun_measures_the_kept_variants_without_training(smoke, tmp_zoo, mon
     with pytest.raises((TypeError, AttributeError)):
         luo.experiment(base, "bmshj2018-hyperprior", 0.0067, data, images, smoke, tmp_zoo / "elsewhere",
                        **{**kw, "strength": 1e-4})
+
+
+def test_a_wider_familys_trained_variants_stay_in_runs_and_the_scales_own_are_committed(smoke):
+    from lic import store, zoo
+
+    wide = smoke.at_width("N128")
+    assert luo.trained_dir(wide) == zoo.states_dir(wide) / luo.CHAPTER / "trained"  # not committed: ≤ 40 MB
+    assert luo.trained_dir(smoke) == store.models_dir(luo.CHAPTER, smoke) / "trained"
