@@ -146,15 +146,20 @@ def curve_figure(curves):
     for ax, lam in zip(axes.flat, lams):
         g = curves[curves["λ"] == lam].dropna(subset=cols).sort_values("step")
         lines = [ax.plot(g.step, g[c], marker=".", lw=1)[0] for c in cols]
-        trained = g[g.step > 0][cols]
+        trained, below = g[g.step > 0][cols], ""
         if len(trained) and (g.step == 0).any():
-            lo, hi = float(trained.min().min()), float(trained.max().max())
+            start = g[g.step == 0][cols].iloc[0]
+            lo = float(trained.min().min())
+            hi = max(float(trained.max().max()), float(start.max()))  # C5 as built is the zoo model: on the axis
             pad = 0.08 * max(hi - lo, 0.2)
             ax.set_ylim(lo - pad, hi + pad)
-            start = g[g.step == 0][cols].iloc[0]
-            below = f"\nstep 0 (as built): {start.min():.1f}–{start.max():.1f} dB, below the axis"
-        else:
-            below = ""
+            off = start[start < lo - pad]
+            if len(off):
+                names = [c[5:] for c in off.index]
+                which = names[0] if len(names) == 1 else (f"{names[0]}–{names[-1]}" if [cols.index(c) for c in off.index]
+                                                          == list(range(cols.index(off.index[0]), cols.index(off.index[-1]) + 1))
+                                                          else ", ".join(names))
+                below = f"\nstep 0 (as built): {which} at {off.min():.1f}–{off.max():.1f} dB, below the axis"
         ends.append((ax, [(g.step.iloc[-1], g[c].iloc[-1]) for c in cols], [l.get_color() for l in lines]))
         ax.set_title(f"λ = {lam}, to step {int(g.step.max()):,}{below}", fontsize=8.5)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _steps_label(int(v)) if v > 0 else "0"))
