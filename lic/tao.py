@@ -129,9 +129,10 @@ def curve_figure(curves):
     """Learning curves of the supernets (:func:`learning_curve` rows with a ``λ`` column): one panel
     per λ, titled with its last step (a supernet continued to a larger budget runs longer: the
     panels do not share the step axis), one line per capacity, labelled in a column right of its
-    end (spread so no two overlap; no legend over the data). The y-range is the trained rows'
-    (step > 0): the supernet as built sits several dB below, so its values are written in the
-    panel and its segments run off the bottom — the capacities' convergence stays readable."""
+    end (spread so no two overlap; no legend over the data). The y-range is the trained rows' (step
+    > 0) and C5's start (as built, C5 is the zoo model): the narrower capacities as built sit several
+    dB below, so the title names them and their values, and their first segments run off the bottom
+    — the capacities' convergence stays readable."""
     from matplotlib.ticker import FuncFormatter
 
     from . import report
@@ -156,9 +157,8 @@ def curve_figure(curves):
             off = start[start < lo - pad]
             if len(off):
                 names = [c[5:] for c in off.index]
-                which = names[0] if len(names) == 1 else (f"{names[0]}–{names[-1]}" if [cols.index(c) for c in off.index]
-                                                          == list(range(cols.index(off.index[0]), cols.index(off.index[-1]) + 1))
-                                                          else ", ".join(names))
+                contiguous = len(names) == cols.index(off.index[-1]) - cols.index(off.index[0]) + 1
+                which = f"{names[0]}–{names[-1]}" if len(names) > 1 and contiguous else ", ".join(names)
                 below = f"\nstep 0 (as built): {which} at {off.min():.1f}–{off.max():.1f} dB, below the axis"
         ends.append((ax, [(g.step.iloc[-1], g[c].iloc[-1]) for c in cols], [l.get_color() for l in lines]))
         ax.set_title(f"λ = {lam}, to step {int(g.step.max()):,}{below}", fontsize=8.5)

@@ -328,5 +328,7 @@ def test_the_supernet_curves_have_a_panel_per_lambda_and_label_each_capacity_in_
     longer = pd.DataFrame(rows + [{"λ": 0.013, "step": 30000, **{f"psnr@C{c}": 30.5 for c in range(1, 6)}}])
     shown = [ax for ax in tao.curve_figure(longer).axes if ax.get_visible()]
     assert shown[1].get_title() == f"λ = 0.013, to step 30,000{step0}" and shown[0].get_xlim()[1] < 5000  # no shared axis
+    gap = pd.DataFrame([{**r, "psnr@C2": 30.2} if r["step"] == 0 else r for r in rows])  # C2 as built on the axis
+    assert tao.curve_figure(gap).axes[0].get_title().endswith("C1, C3, C4 at 15.5–17.0 dB, below the axis")
     no_start = pd.DataFrame([r for r in rows if r["step"] > 0])  # no step-0 row: nothing said about it
     assert tao.curve_figure(no_start).axes[0].get_title() == "λ = 0.0035, to step 3,000"
