@@ -1,5 +1,7 @@
 """Tao et al. (AdaNIC): the slimmable supernet, its tiled spatially adaptive execution, JUMC labels,
 the capacity map in the bitstream, the routing agents."""
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -332,3 +334,35 @@ def test_the_supernet_curves_have_a_panel_per_lambda_and_label_each_capacity_in_
     assert tao.curve_figure(gap).axes[0].get_title().endswith("C1, C3, C4 at 15.5–17.0 dB, below the axis")
     no_start = pd.DataFrame([r for r in rows if r["step"] > 0])  # no step-0 row: nothing said about it
     assert tao.curve_figure(no_start).axes[0].get_title() == "λ = 0.0035, to step 3,000"
+
+
+def test_speed_ups_paired_within_repeats_give_a_range_and_a_capacity_within_it_is_partly_not_a_coin_flip():
+    import pandas as pd
+
+    from lic import report
+
+    def row(method, lam, bpp, psnr, enc, dec):
+        return {"lambda": lam, "method": method, "bpp": bpp, "psnr": psnr, "macs": 10.0, "mean_capacity": 5,
+                "encode_ms": float(pd.Series(enc).median()), "decode_ms": float(pd.Series(dec).median()),
+                "decode_spread_pct": 0.0, "encode_ms_repeats": enc, "decode_ms_repeats": dec}
+    rows = [row("C5", lam, b, p, [10, 10, 10], [10, 12, 10]) for lam, b, p in ((0.0035, 0.3, 29.0), (0.013, 0.6, 32.0))]
+    rows += [row("C4", lam, b * 1.1, p, [5, 5, 5], [5, 5, 7]) for lam, b, p in ((0.0035, 0.3, 29.0), (0.013, 0.6, 32.0))]
+    c4 = {r["method"]: r for r in tao.summarize(rows)}["C4"]
+    # per repeat (10 + 10) / (5 + 5) = 2, (10 + 12) / (5 + 5) = 2.2, (10 + 10) / (5 + 7) = 1.67
+    assert c4["codec speed-up, paired low (%)"] == pytest.approx(100 * (20 / 12 - 1))
+    assert c4["codec speed-up, paired high (%)"] == pytest.approx(120.0)
+    no_repeats = [{k: v for k, v in r.items() if not k.endswith("_repeats")} for r in rows]
+    assert math.isnan({r["method"]: r for r in tao.summarize(no_repeats)}["C4"]["codec speed-up, paired high (%)"])
+
+    p3 = report.paper_table("tao_table3").set_index("method")  # bars (90 % of the paper's): 12.6, 24.5, 38.8, 56.6
+    caps = ["C4", "C3", "C2", "C1"]
+
+    def t3(speeds, highs):
+        return pd.DataFrame([{"method": c, "codec speed-up (%)": s, "codec speed-up, paired high (%)": h}
+                             for c, s, h in zip(caps, speeds, highs)]).set_index("method")
+    assert tao.uniform_verdict(t3([20, 30, 40, 60], [25, 35, 45, 65]), p3, caps)[0] == "reproduced"
+    verdict, met, noise = tao.uniform_verdict(t3([20, 30, 30, 60], [25, 35, 42, 65]), p3, caps)
+    assert verdict == "partly reproduced" and noise == ["C2"] and met == ["C4", "C3", "C1"]
+    verdict, met, noise = tao.uniform_verdict(t3([0, 0, 30, 0], [5, 5, 42, 5]), p3, caps)
+    assert verdict == "partly reproduced" and met == [] and noise == ["C2"]  # only noise: still not "not"
+    assert tao.uniform_verdict(t3([0, 0, 30, 0], [5, 5, 35, 5]), p3, caps)[0] == "not reproduced"
